@@ -1,0 +1,5 @@
+import sys
+
+from embedops.cli import main
+
+sys.exit(main())

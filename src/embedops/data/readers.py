@@ -1,0 +1,207 @@
+"""Streaming readers for training and evaluation pairs/triplets in TSV, CSV and JSONL.
+
+No torch here: validating a file must be fast and testable. Rows stream one at a time, so a file of
+millions of lines costs one line of memory; every problem is reported as `PATH:LINE: message`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from embedops.errors import DataError
+
+FORMATS = {".tsv": "tsv", ".txt": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
+# Accepted JSONL key sets, as (anchor, positive, negative) key names; the seed's two come first.
+JSON_KEYS = (
+    ("text_a", "text_b", None),
+    ("a", "b", None),
+    ("anchor", "positive", "negative"),
+    ("query", "positive", "negative"),
+)
+_HEADER_WORDS = {
+    "text_a", "text_b", "a", "b", "anchor", "positive", "negative", "query", "sentence1", "sentence2",
+    "question", "answer", "text1", "text2", "hard_negative", "passage",
+}
+_EXPECTED_COLUMNS = "2 columns (anchor, positive) or 3 (anchor, positive, hard negative)"
+
+
+class Example(NamedTuple):
+    anchor: str
+    positive: str
+    negative: str | None
+    line: int
+
+
+@dataclass
+class ReadStats:
+    """What a pass over a file found; filled in as the reader is consumed."""
+
+    rows: int = 0
+    with_negative: int = 0
+    skipped: int = 0
+    skipped_reasons: list[str] = field(default_factory=list)
+
+
+def detect_format(path: Path) -> str:
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(path, 0, f"unknown file type {path.suffix!r}; expected .tsv, .csv or .jsonl")
+    return fmt
+
+
+def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Lines decoded one by one, so a bad byte is reported with its line number."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(path, number, f"not valid UTF-8 (byte {exc.start}); save the file as UTF-8") from exc
+            if number == 1:
+                text = text.removeprefix("\ufeff")
+            yield number, text.rstrip("\r\n")
+
+
+def _checked(path: Path, number: int, cells: list[str]) -> Example:
+    if len(cells) not in (2, 3):
+        raise DataError(path, number, f"found {len(cells)} column(s); expected {_EXPECTED_COLUMNS}")
+    texts = [cell.strip() for cell in cells]
+    for index, text in enumerate(texts):
+        if not text:
+            column = ("anchor", "positive", "negative")[index]
+            raise DataError(path, number, f"empty {column} text (column {index + 1})")
+    return Example(texts[0], texts[1], texts[2] if len(texts) == 3 else None, number)
+
+
+def _is_header(cells: list[str]) -> bool:
+    return all(cell.strip().lower() in _HEADER_WORDS for cell in cells)
+
+
+def _tsv_rows(path: Path) -> Iterator[Example | DataError]:
+    for number, text in _decoded_lines(path):
+        if not text.strip():
+            continue
+        cells = text.split("\t")
+        if number == 1 and _is_header(cells):
+            continue
+        yield _try(_checked, path, number, cells)
+
+
+def _csv_rows(path: Path) -> Iterator[Example | DataError]:
+    numbered = _decoded_lines(path)
+    current = [0]
+
+    def lines() -> Iterator[str]:
+        for number, text in numbered:
+            current[0] = number
+            yield text
+
+    reader = csv.reader(lines())
+    first = True
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield DataError(path, current[0], f"malformed CSV ({exc})")
+            continue
+        if not cells or not any(cell.strip() for cell in cells):
+            continue
+        if first and _is_header(cells):
+            first = False
+            continue
+        first = False
+        yield _try(_checked, path, current[0], cells)
+
+
+def _json_example(path: Path, number: int, text: str) -> Example:
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(path, number, f"invalid JSON ({exc.msg} at column {exc.colno})") from exc
+    if not isinstance(record, dict):
+        raise DataError(path, number, "expected a JSON object per line")
+    for anchor_key, positive_key, negative_key in JSON_KEYS:
+        if anchor_key in record and positive_key in record:
+            cells = [record[anchor_key], record[positive_key]]
+            if negative_key and record.get(negative_key) is not None:
+                cells.append(record[negative_key])
+            for key, value in zip((anchor_key, positive_key, negative_key), cells):
+                if not isinstance(value, str):
+                    raise DataError(path, number, f"key {key!r} must be a string, got {type(value).__name__}")
+            return _checked(path, number, cells)
+    expected = " or ".join("{" + ", ".join(k for k in keys if k) + "}" for keys in JSON_KEYS)
+    raise DataError(path, number, f"missing keys: found {sorted(record)}; expected {expected}")
+
+
+def _jsonl_rows(path: Path) -> Iterator[Example | DataError]:
+    for number, text in _decoded_lines(path):
+        if text.strip():
+            yield _try(_json_example, path, number, text)
+
+
+def _try(parse, path: Path, number: int, value) -> Example | DataError:  # noqa: ANN001
+    try:
+        return parse(path, number, value)
+    except DataError as exc:
+        return exc
+
+
+_ROWS = {"tsv": _tsv_rows, "csv": _csv_rows, "jsonl": _jsonl_rows}
+
+
+class PairReader:
+    """Iterate the examples of a pairs/triplets file, validating each line.
+
+    Invalid lines raise DataError, or with `skip_invalid` are counted in `stats` and passed over.
+    A file with no valid example is always an error: training on nothing is never what was meant.
+    """
+
+    MAX_REASONS = 20
+
+    def __init__(self, path: str | Path, *, skip_invalid: bool = False) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataError(self.path, 0, "no such file")
+        self.format = detect_format(self.path)
+        self.skip_invalid = skip_invalid
+        self.stats = ReadStats()
+
+    def __iter__(self) -> Iterator[Example]:
+        self.stats = ReadStats()
+        for row in _ROWS[self.format](self.path):
+            if isinstance(row, DataError):
+                if not self.skip_invalid:
+                    raise row
+                self.stats.skipped += 1
+                if len(self.stats.skipped_reasons) < self.MAX_REASONS:
+                    self.stats.skipped_reasons.append(str(row))
+                continue
+            has_negative = row.negative is not None
+            if self.stats.rows and has_negative != bool(self.stats.with_negative):
+                error = DataError(
+                    self.path, row.line,
+                    f"{'3' if has_negative else '2'} texts, but the lines before have "
+                    f"{'2' if has_negative else '3'}; a file holds either pairs or triplets, not both",
+                )
+                if not self.skip_invalid:
+                    raise error
+                self.stats.skipped += 1
+                continue
+            self.stats.rows += 1
+            self.stats.with_negative += has_negative
+            yield row
+        if self.stats.rows == 0:
+            reason = "file is empty" if self.stats.skipped == 0 else f"all {self.stats.skipped} lines are invalid"
+            raise DataError(self.path, 1, f"{reason}; expected {_EXPECTED_COLUMNS} per line")
+
+
+def read_examples(path: str | Path, *, skip_invalid: bool = False) -> list[Example]:
+    """All examples of a (small) file at once; use PairReader to stream a large one."""
+    return list(PairReader(path, skip_invalid=skip_invalid))

@@ -1,0 +1,56 @@
+"""One exception family. The CLI maps it to exit codes and the server to HTTP statuses, each in one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class EmbedopsError(Exception):
+    """Base of every error a user can act on; `exit_code` and `http_status` say how shells report it."""
+
+    exit_code = 2
+    http_status = 400
+
+
+class ConfigError(EmbedopsError):
+    """A flag, setting or combination of them that cannot work."""
+
+
+class DataError(EmbedopsError):
+    """Bad training or evaluation data, located compiler-style as PATH:LINE."""
+
+    def __init__(self, path: str | Path, line: int, message: str) -> None:
+        self.path = str(path)
+        self.line = line
+        self.reason = message
+        super().__init__(f"{self.path}:{line}: {message}")
+
+
+class ModelNotFoundError(EmbedopsError):
+    """A model reference that resolves to nothing loadable."""
+
+    http_status = 404
+
+
+class ArtifactError(EmbedopsError):
+    """A model artifact whose manifest or files are missing, malformed or altered."""
+
+
+class OutputExistsError(EmbedopsError):
+    """The output path is taken and the user did not ask to replace it."""
+
+
+class MissingDependencyError(EmbedopsError):
+    """An optional extra is needed for this operation but not installed."""
+
+    def __init__(self, module: str, extra: str) -> None:
+        super().__init__(
+            f"this needs the '{module}' package, which is not installed; "
+            f"install it with: pip install 'embedops[{extra}]' (or: make train-deps)"
+        )
+
+
+class GateFailedError(EmbedopsError):
+    """A quality gate (metric threshold, drift limit) was violated: the result is not good enough."""
+
+    exit_code = 1
