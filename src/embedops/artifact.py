@@ -173,6 +173,7 @@ class ArtifactBuilder:
 
     def publish(self, manifest: Manifest) -> Path:
         """Hash the staged files, write the manifest, and rename the directory into place."""
+        _apply_umask(self.path)
         manifest.files_sha256 = hash_files(self.path)
         manifest.created = manifest.created or utc_now()
         write_manifest(self.path, manifest)
@@ -195,6 +196,14 @@ class ArtifactBuilder:
             shutil.rmtree(self.path, ignore_errors=True)
 
 
+def _apply_umask(directory: Path) -> None:
+    """Give staged files the permissions a plain copy would have (mkdtemp and some savers use 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [directory, *directory.rglob("*")]:
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 def check_output_free(target: Path, *, force: bool) -> None:
     """Fail before any work when the output is taken, instead of after an hour of training."""
     if not target.exists():
@@ -203,7 +212,8 @@ def check_output_free(target: Path, *, force: bool) -> None:
         raise OutputExistsError(f"output {target} already exists; choose another path or pass --force")
     if target.is_file() or (any(target.iterdir()) and not (target / MANIFEST_NAME).is_file()):
         raise OutputExistsError(
-            f"output {target} exists and is not an embedops artifact; refusing to replace it even with --force"
+            f"output {target} exists and is not an embedops artifact; "
+            "refusing to replace it even with --force"
         )
 
 

@@ -54,3 +54,26 @@ class GateFailedError(EmbedopsError):
     """A quality gate (metric threshold, drift limit) was violated: the result is not good enough."""
 
     exit_code = 1
+
+
+class RequestError(EmbedopsError):
+    """A served request that cannot be answered as sent: bad input, too large, unauthorized, overloaded.
+
+    One class carries the HTTP status and a machine-readable `code`, so the server maps every refusal
+    to a response in one place; `retry_after` (seconds) is set where trying again later will work.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 422,
+        code: str = "invalid_request",
+        param: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.http_status = status
+        self.code = code
+        self.param = param
+        self.retry_after = retry_after

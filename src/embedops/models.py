@@ -69,7 +69,9 @@ def _resolve_directory(reference: str, path: Path) -> ModelRef:
         raise ModelNotFoundError(
             f"{path} is not a model directory (no embedops.json, modules.json or config.json in it)"
         )
-    return ModelRef(reference, path.resolve(), "directory", infer_manifest(path, base_model=str(path.resolve())))
+    return ModelRef(
+        reference, path.resolve(), "directory", infer_manifest(path, base_model=str(path.resolve()))
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -149,8 +151,11 @@ def infer_manifest(path: Path, *, base_model: str) -> Manifest:
     pooling_dir = next((m.get("path") for m in modules if m.get("type", "").endswith("Pooling")), None)
     pooling_config = _read_json(path / pooling_dir / "config.json") if pooling_dir else {}
     pooling = next(
-        (k.removeprefix("pooling_mode_").removesuffix("_tokens") for k, v in pooling_config.items()
-         if k.startswith("pooling_mode_") and v is True),
+        (
+            k.removeprefix("pooling_mode_").removesuffix("_tokens")
+            for k, v in pooling_config.items()
+            if k.startswith("pooling_mode_") and v is True
+        ),
         "mean",
     )
     config = _read_json(path / "config.json")

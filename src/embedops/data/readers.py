@@ -24,8 +24,22 @@ JSON_KEYS = (
     ("query", "positive", "negative"),
 )
 _HEADER_WORDS = {
-    "text_a", "text_b", "a", "b", "anchor", "positive", "negative", "query", "sentence1", "sentence2",
-    "question", "answer", "text1", "text2", "hard_negative", "passage",
+    "text_a",
+    "text_b",
+    "a",
+    "b",
+    "anchor",
+    "positive",
+    "negative",
+    "query",
+    "sentence1",
+    "sentence2",
+    "question",
+    "answer",
+    "text1",
+    "text2",
+    "hard_negative",
+    "passage",
 }
 _EXPECTED_COLUMNS = "2 columns (anchor, positive) or 3 (anchor, positive, hard negative)"
 
@@ -61,7 +75,9 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise DataError(path, number, f"not valid UTF-8 (byte {exc.start}); save the file as UTF-8") from exc
+                raise DataError(
+                    path, number, f"not valid UTF-8 (byte {exc.start}); save the file as UTF-8"
+                ) from exc
             if number == 1:
                 text = text.removeprefix("\ufeff")
             yield number, text.rstrip("\r\n")
@@ -79,7 +95,7 @@ def _checked(path: Path, number: int, cells: list[str]) -> Example:
 
 
 def _is_header(cells: list[str]) -> bool:
-    return all(cell.strip().lower() in _HEADER_WORDS for cell in cells)
+    return len(cells) in (2, 3) and all(cell.strip().lower() in _HEADER_WORDS for cell in cells)
 
 
 def _tsv_rows(path: Path) -> Iterator[Example | DataError]:
@@ -132,7 +148,7 @@ def _json_example(path: Path, number: int, text: str) -> Example:
             cells = [record[anchor_key], record[positive_key]]
             if negative_key and record.get(negative_key) is not None:
                 cells.append(record[negative_key])
-            for key, value in zip((anchor_key, positive_key, negative_key), cells):
+            for key, value in zip((anchor_key, positive_key, negative_key), cells, strict=False):
                 if not isinstance(value, str):
                     raise DataError(path, number, f"key {key!r} must be a string, got {type(value).__name__}")
             return _checked(path, number, cells)
@@ -146,7 +162,7 @@ def _jsonl_rows(path: Path) -> Iterator[Example | DataError]:
             yield _try(_json_example, path, number, text)
 
 
-def _try(parse, path: Path, number: int, value) -> Example | DataError:  # noqa: ANN001
+def _try(parse, path: Path, number: int, value) -> Example | DataError:
     try:
         return parse(path, number, value)
     except DataError as exc:
@@ -186,7 +202,8 @@ class PairReader:
             has_negative = row.negative is not None
             if self.stats.rows and has_negative != bool(self.stats.with_negative):
                 error = DataError(
-                    self.path, row.line,
+                    self.path,
+                    row.line,
                     f"{'3' if has_negative else '2'} texts, but the lines before have "
                     f"{'2' if has_negative else '3'}; a file holds either pairs or triplets, not both",
                 )
@@ -198,7 +215,9 @@ class PairReader:
             self.stats.with_negative += has_negative
             yield row
         if self.stats.rows == 0:
-            reason = "file is empty" if self.stats.skipped == 0 else f"all {self.stats.skipped} lines are invalid"
+            reason = (
+                "file is empty" if self.stats.skipped == 0 else f"all {self.stats.skipped} lines are invalid"
+            )
             raise DataError(self.path, 1, f"{reason}; expected {_EXPECTED_COLUMNS} per line")
 
 

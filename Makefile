@@ -1,0 +1,86 @@
+# embedops — every target installs what it needs into .venv on first use, so a fresh clone works.
+# Seed targets: train-deps, embed-finetune, embed-quantize, embed-serve. Project: demo, test, bench, lint.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Reinstall when the pins change: stamps carry a hash of pyproject.toml.
+PINS := $(shell sha1sum pyproject.toml | cut -c1-12)
+
+# Seed variables (../SEED.md): DATA OUTPUT EPOCHS BATCH LR USE_LORA BASE MODEL DTYPE PORT NORMALIZE
+DATA ?= data/finetune/pairs.tsv
+OUTPUT ?= models/embed-finetuned
+EPOCHS ?=
+BATCH ?=
+LR ?=
+USE_LORA ?=
+BASE ?=
+MODEL ?=
+DTYPE ?= int8
+PORT ?= 8000
+NORMALIZE ?=
+FORCE ?=
+
+.PHONY: help install train-deps embed-finetune embed-merge embed-quantize embed-serve demo test lint bench clean
+
+help:
+	@echo "make demo                 fine-tune the bundled model on the bundled sample data and show the gain"
+	@echo "make test                 install everything into $(VENV) and run the test suite"
+	@echo "make train-deps           install runtime + training dependencies into $(VENV)"
+	@echo "make embed-finetune DATA=… OUTPUT=… [EPOCHS= BATCH= LR= USE_LORA=1 BASE=…]"
+	@echo "make embed-quantize MODEL=… OUTPUT=… DTYPE=int8|int4|fp16|bf16"
+	@echo "make embed-serve MODEL=… PORT=8000 NORMALIZE=1"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.runtime-$(PINS): | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.train-$(PINS): | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt -r requirements-train.txt
+	touch $@ $(VENV)/.runtime-$(PINS)
+
+$(VENV)/.dev-$(PINS): $(VENV)/.train-$(PINS)
+	$(BIN)/pip install --quiet -e ".[serve,onnx,train,dev]"
+	touch $@
+
+install: $(VENV)/.runtime-$(PINS)
+train-deps: $(VENV)/.train-$(PINS)
+
+embed-finetune: $(VENV)/.train-$(PINS)
+	$(BIN)/embedops finetune --data "$(DATA)" --output "$(OUTPUT)" \
+	  $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(BATCH),--batch-size $(BATCH)) $(if $(LR),--lr $(LR)) \
+	  $(if $(filter 1 true yes,$(USE_LORA)),--use-lora) $(if $(BASE),--base-model "$(BASE)") \
+	  $(if $(filter 1 true yes,$(FORCE)),--force)
+
+embed-merge: $(VENV)/.train-$(PINS)
+	$(BIN)/embedops merge "$(MODEL)" --output "$(OUTPUT)" $(if $(filter 1 true yes,$(FORCE)),--force)
+
+embed-quantize: $(VENV)/.train-$(PINS)
+	$(BIN)/embedops quantize --model-path "$(MODEL)" --output "$(OUTPUT)" --dtype "$(DTYPE)" \
+	  $(if $(filter 1 true yes,$(FORCE)),--force)
+
+embed-serve: $(VENV)/.runtime-$(PINS)
+	$(BIN)/embedops serve $(if $(MODEL),--model "$(MODEL)") --port "$(PORT)" \
+	  $(if $(filter 1 true yes,$(NORMALIZE)),--normalize)
+
+demo: $(VENV)/.train-$(PINS)
+	$(BIN)/python -m embedops.demo
+
+test: $(VENV)/.dev-$(PINS)
+	$(BIN)/ruff check src tests bench scripts fine_tuning
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev-$(PINS)
+	$(BIN)/ruff check src tests bench scripts fine_tuning
+	$(BIN)/ruff format --check src tests bench scripts fine_tuning
+
+bench: $(VENV)/.dev-$(PINS)
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/train_bench.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

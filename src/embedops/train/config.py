@@ -1,0 +1,74 @@
+"""The typed configuration of a fine-tuning run; the CLI, Makefile and seed script only fill it in."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from embedops.errors import ConfigError
+from embedops.models import DEFAULT_MODEL
+
+LOSSES = ("mnrl", "cached-mnrl")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+# LoRA updates few weights from zero, so it wants a larger step than full fine-tuning.
+DEFAULT_LR = {"full": 2e-5, "lora": 2e-4}
+
+
+@dataclass
+class LoraSettings:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.1
+    target_modules: list[str] | None = None  # None: peft's defaults for the architecture
+
+
+@dataclass
+class FinetuneConfig:
+    data: Path
+    output: Path
+    base_model: str = DEFAULT_MODEL
+    epochs: int = 1
+    batch_size: int = 32
+    lr: float | None = None
+    use_lora: bool = False
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    max_seq_length: int | None = None
+    warmup_ratio: float = 0.1
+    seed: int = 42
+    loss: str = "mnrl"
+    mini_batch_size: int = 32
+    save_every: int | None = None
+    resume: bool = False
+    device: str | None = None
+    precision: str = "auto"
+    eval_sample_size: int = 0
+    skip_invalid: bool = False
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        self.data, self.output = Path(self.data), Path(self.output)
+        checks = [
+            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (self.lr is None or self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (0 <= self.warmup_ratio < 1, f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}"),
+            (self.loss in LOSSES, f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}"),
+            (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
+            (self.save_every is None or self.save_every >= 1, "--save-every must be at least 1 step"),
+            (self.eval_sample_size >= 0, "--eval-sample-size must not be negative"),
+            (self.lora.r >= 1, f"--lora-r must be at least 1, got {self.lora.r}"),
+            (0 <= self.lora.dropout < 1, f"--lora-dropout must be in [0, 1), got {self.lora.dropout}"),
+            (self.max_seq_length is None or self.max_seq_length >= 8, "--max-seq-length must be at least 8"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR["lora" if self.use_lora else "full"]
+
+    def to_record(self) -> dict:
+        record = asdict(self)
+        record.update(data=str(self.data), output=str(self.output), lr=self.learning_rate)
+        return record

@@ -1,0 +1,306 @@
+"""`finetune(config)`: pairs file + base model -> fine-tuned (or LoRA adapter) artifact.
+
+The order matters for the promise "bad input loses nothing": the data is validated completely
+before any directory is created, checkpoints live in a work directory beside the output
+(`.NAME.work/`, kept until success so `--resume` can continue), and the artifact is published by
+rename only at the very end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from embedops.artifact import ArtifactBuilder, Manifest, check_output_free
+from embedops.data import PairReader, ReadStats
+from embedops.errors import ConfigError, MissingDependencyError
+from embedops.evaluate.metrics import pair_retrieval_metrics
+from embedops.models import ModelRef, resolve
+from embedops.models import load as load_model
+from embedops.train.config import FinetuneConfig
+from embedops.train.records import plot_loss, write_model_card, write_training_log
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer
+
+_STATE = "state.json"
+
+
+@dataclass
+class FinetuneResult:
+    path: Path
+    manifest: Manifest
+    stats: ReadStats
+
+
+def work_dir_for(output: Path) -> Path:
+    """Where checkpoints of a run towards `output` live until it succeeds."""
+    output = output.absolute()
+    return output.parent / f".{output.name}.work"
+
+
+def scan_data(config: FinetuneConfig) -> tuple[ReadStats, str]:
+    """Validate every line (raising DataError at the first bad one) and hash the file, in one pass."""
+    reader = PairReader(config.data, skip_invalid=config.skip_invalid)
+    for _ in reader:
+        pass
+    digest = hashlib.sha256()
+    with open(config.data, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return reader.stats, digest.hexdigest()
+
+
+def _examples(
+    path: str, skip_invalid: bool, with_negative: bool, data_sha256: str
+) -> Iterator[dict[str, str]]:
+    # data_sha256 is unused here but part of the arguments, so datasets' cache key changes with the content.
+    del data_sha256
+    for example in PairReader(path, skip_invalid=skip_invalid):
+        row = {"anchor": example.anchor, "positive": example.positive}
+        if with_negative:
+            row["negative"] = example.negative
+        yield row
+
+
+def build_dataset(config: FinetuneConfig, stats: ReadStats, data_sha256: str, cache_dir: Path) -> Dataset:
+    """Stream the file into an on-disk Arrow dataset: memory stays flat however long the file is."""
+    from datasets import Dataset
+    from datasets.utils.logging import disable_progress_bar
+
+    disable_progress_bar()
+    return Dataset.from_generator(
+        _examples,
+        gen_kwargs={
+            "path": str(config.data),
+            "skip_invalid": config.skip_invalid,
+            "with_negative": stats.with_negative > 0,
+            "data_sha256": data_sha256,
+        },
+        cache_dir=str(cache_dir),
+    )
+
+
+def _prepare_work_dir(config: FinetuneConfig, data_sha256: str) -> Path:
+    work = work_dir_for(config.output)
+    state_path = work / _STATE
+    run_key = {"data_sha256": data_sha256, "base_model": config.base_model, "use_lora": config.use_lora}
+    if config.resume:
+        if not state_path.is_file():
+            raise ConfigError(
+                f"--resume: no interrupted run to continue for {config.output} ({work} is missing)"
+            )
+        previous = json.loads(state_path.read_text())
+        changed = [key for key, value in run_key.items() if previous.get(key) != value]
+        if changed:
+            raise ConfigError(
+                f"--resume: the interrupted run used a different {', '.join(changed)}; "
+                "resume with the same data and model, or start over with --force"
+            )
+        return work
+    if work.exists():
+        if not config.force:
+            raise ConfigError(
+                f"checkpoints of an interrupted run exist in {work}: continue it with --resume, "
+                "or start over with --force"
+            )
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    state_path.write_text(json.dumps(run_key))
+    return work
+
+
+def _loss(config: FinetuneConfig, model: SentenceTransformer) -> Any:
+    from sentence_transformers import losses
+
+    if config.loss == "cached-mnrl":
+        return losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=config.mini_batch_size)
+    return losses.MultipleNegativesRankingLoss(model)
+
+
+def _add_lora(config: FinetuneConfig, model: SentenceTransformer) -> None:
+    try:
+        from peft import LoraConfig, TaskType
+    except ImportError as exc:
+        raise MissingDependencyError("peft", "train") from exc
+    model.add_adapter(
+        LoraConfig(
+            task_type=TaskType.FEATURE_EXTRACTION,
+            r=config.lora.r,
+            lora_alpha=config.lora.alpha,
+            lora_dropout=config.lora.dropout,
+            target_modules=config.lora.target_modules,
+        )
+    )
+
+
+def _precision_flags(config: FinetuneConfig, use_cuda: bool) -> dict[str, bool]:
+    import torch
+
+    precision = config.precision
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if use_cuda else "fp32"
+    if precision != "fp32" and not use_cuda:
+        raise ConfigError(f"--precision {precision} needs a CUDA device; on CPU use fp32")
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+
+
+def _device(config: FinetuneConfig) -> str:
+    import torch
+
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA device is available; use --device cpu")
+    return device
+
+
+def sanity_eval(model: SentenceTransformer, holdout: Dataset, batch_size: int) -> dict[str, float]:
+    """MRR@10 and Hit@1 of each held-out anchor's own positive among all held-out documents."""
+    kwargs = {"batch_size": batch_size, "normalize_embeddings": True, "show_progress_bar": False}
+    anchors = model.encode(holdout["anchor"], **kwargs)
+    positives = model.encode(holdout["positive"], **kwargs)
+    negatives = model.encode(holdout["negative"], **kwargs) if "negative" in holdout.column_names else None
+    metrics = pair_retrieval_metrics(anchors, positives, negatives, k=10)
+    return {"mrr@10": metrics["mrr@10"], "hit@1": metrics["hit@1"]}
+
+
+def _training_arguments(config: FinetuneConfig, work: Path, device: str, steps_per_epoch: int) -> Any:
+    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers.training_args import BatchSamplers
+
+    use_cuda = device.startswith("cuda")
+    total_steps = steps_per_epoch * config.epochs
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(work / "checkpoints"),
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        warmup_ratio=config.warmup_ratio,
+        seed=config.seed,
+        data_seed=config.seed,
+        # In-batch negatives must not contain the anchor's own positive text twice.
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        save_strategy="steps" if config.save_every else "epoch",
+        save_steps=config.save_every or 500,
+        save_total_limit=2,
+        logging_steps=max(1, min(50, total_steps // 20)),
+        report_to="none",
+        use_cpu=not use_cuda,
+        dataloader_drop_last=False,
+        **_precision_flags(config, use_cuda),
+    )
+
+
+def finetune(config: FinetuneConfig) -> FinetuneResult:
+    """Train `config.base_model` on `config.data` and publish the result at `config.output`."""
+    check_output_free(config.output.absolute(), force=config.force)
+    stats, data_sha256 = scan_data(config)
+    if config.eval_sample_size and config.eval_sample_size >= stats.rows:
+        raise ConfigError(
+            f"--eval-sample-size {config.eval_sample_size} leaves nothing to train on "
+            f"({stats.rows} valid pairs)"
+        )
+    base = resolve(config.base_model)
+    device = _device(config)
+    work = _prepare_work_dir(config, data_sha256)
+
+    dataset = build_dataset(config, stats, data_sha256, work / "dataset")
+    holdout = None
+    if config.eval_sample_size:
+        split = dataset.train_test_split(test_size=config.eval_sample_size, seed=config.seed)
+        dataset, holdout = split["train"], split["test"]
+
+    model = load_model(base, device=device)
+    if config.max_seq_length:
+        model.max_seq_length = config.max_seq_length
+    before = sanity_eval(model, holdout, config.batch_size) if holdout is not None else None
+    if config.use_lora:
+        _add_lora(config, model)
+
+    from sentence_transformers import SentenceTransformerTrainer
+
+    steps_per_epoch = -(-len(dataset) // config.batch_size)
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=_training_arguments(config, work, device, steps_per_epoch),
+        train_dataset=dataset,
+        loss=_loss(config, model),
+    )
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=True if config.resume else None)
+    seconds = time.perf_counter() - started
+    after = sanity_eval(model, holdout, config.batch_size) if holdout is not None else None
+
+    manifest = _manifest(config, base, model, stats, data_sha256, trainer, seconds, len(dataset))
+    if holdout is not None:
+        manifest.training["sanity_eval"] = {"pairs": len(holdout), "before": before, "after": after}
+    with ArtifactBuilder(config.output, force=config.force) as builder:
+        model.save(str(builder.path), create_model_card=False)
+        write_training_log(builder.path, trainer.state.log_history)
+        plot_loss(builder.path, trainer.state.log_history)
+        write_model_card(builder.path, manifest, name=config.output.name)
+        path = builder.publish(manifest)
+    shutil.rmtree(work, ignore_errors=True)
+    return FinetuneResult(path=path, manifest=manifest, stats=stats)
+
+
+def _manifest(
+    config: FinetuneConfig,
+    base: ModelRef,
+    model: SentenceTransformer,
+    stats: ReadStats,
+    data_sha256: str,
+    trainer: Any,
+    seconds: float,
+    train_pairs: int,
+) -> Manifest:
+    source = base.manifest
+    adapter = None
+    if config.use_lora:
+        adapter = {
+            "type": "lora",
+            "r": config.lora.r,
+            "alpha": config.lora.alpha,
+            "dropout": config.lora.dropout,
+            "target_modules": config.lora.target_modules,
+            "merged": False,
+            "base": base.name,
+        }
+    return Manifest(
+        kind="finetuned",
+        base_model=source.base_model or base.name,
+        parent=base.name,
+        backend="torch",
+        dtype="fp32",
+        dim=model.get_sentence_embedding_dimension(),
+        max_seq_length=model.max_seq_length,
+        pooling=source.pooling,
+        normalize=source.normalize,
+        license=source.license,
+        attribution=source.attribution,
+        adapter=adapter,
+        training={
+            "data": str(config.data),
+            "data_sha256": data_sha256,
+            "pairs": train_pairs,
+            "skipped_lines": stats.skipped,
+            "hard_negatives": stats.with_negative > 0,
+            "epochs": config.epochs,
+            "batch_size": config.batch_size,
+            "lr": config.learning_rate,
+            "warmup_ratio": config.warmup_ratio,
+            "loss": config.loss,
+            "seed": config.seed,
+            "max_seq_length": model.max_seq_length,
+            "steps": trainer.state.global_step,
+            "seconds": round(seconds, 1),
+            "pairs_per_second": round(train_pairs * config.epochs / seconds, 1) if seconds else None,
+        },
+    )

@@ -1,0 +1,94 @@
+"""What a training run leaves beside the weights: the log, the loss curve and the model card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from embedops.artifact import Manifest
+
+
+def write_training_log(directory: Path, log_history: list[dict[str, Any]]) -> None:
+    with open(directory / "training_log.jsonl", "w", encoding="utf-8") as handle:
+        for entry in log_history:
+            handle.write(json.dumps(entry) + "\n")
+
+
+def plot_loss(directory: Path, log_history: list[dict[str, Any]]) -> Path | None:
+    """Write loss.png: training loss per logged step; nothing when the run logged no loss."""
+    points = [(entry["step"], entry["loss"]) for entry in log_history if "loss" in entry and "step" in entry]
+    if not points:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps, losses = zip(*points, strict=True)
+    figure, axis = plt.subplots(figsize=(6, 3.5), dpi=110)
+    axis.plot(steps, losses, marker="o" if len(points) < 30 else None, linewidth=1.5)
+    axis.set_xlabel("step")
+    axis.set_ylabel("training loss")
+    axis.set_title("Fine-tuning loss")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    path = directory / "loss.png"
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def write_model_card(directory: Path, manifest: Manifest, *, name: str) -> None:
+    """README.md with the base model's licence and attribution, as its licence asks us to keep them."""
+    training = manifest.training or {}
+    sanity = training.get("sanity_eval")
+    lines = [
+        "---",
+        f"license: {manifest.license or 'other'}",
+        f"base_model: {manifest.base_model}",
+        "library_name: sentence-transformers",
+        "tags: [sentence-transformers, sentence-similarity, feature-extraction, embedops]",
+        "---",
+        "",
+        f"# {name}",
+        "",
+        f"A {manifest.dim}-dimensional sentence-embedding model fine-tuned with embedops from "
+        f"`{manifest.base_model}`.",
+        "",
+        "## Training",
+        "",
+        f"- pairs: {training.get('pairs')} (data sha256 `{str(training.get('data_sha256'))[:16]}…`)",
+        f"- loss: {training.get('loss')}, epochs: {training.get('epochs')}, "
+        f"batch size: {training.get('batch_size')}, "
+        f"learning rate: {training.get('lr')}, steps: {training.get('steps')}",
+    ]
+    if manifest.adapter:
+        lines.append(f"- LoRA adapter: r={manifest.adapter.get('r')}, alpha={manifest.adapter.get('alpha')}")
+    if sanity:
+        before, after = sanity["before"], sanity["after"]
+        lines += [
+            "",
+            f"## Held-out sanity evaluation ({sanity['pairs']} pairs)",
+            "",
+            "| metric | base | fine-tuned |",
+            "|---|---|---|",
+            *(f"| {metric} | {before[metric]:.4f} | {after[metric]:.4f} |" for metric in before),
+        ]
+    lines += [
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "from embedops.models import load",
+        f'model = load("{name}")',
+        "```",
+        "",
+        "## License and attribution",
+        "",
+        f"Derived from `{manifest.base_model}`"
+        + (f", licensed {manifest.license}" if manifest.license else "")
+        + ". The base model's licence applies to this derivative; keep this notice when redistributing.",
+        "",
+    ]
+    (directory / "README.md").write_text("\n".join(lines), encoding="utf-8")
