@@ -72,12 +72,12 @@ demo: $(VENV)/.train-$(PINS)
 	$(BIN)/python -m embedops.demo
 
 test: $(VENV)/.dev-$(PINS)
-	$(BIN)/ruff check src tests bench scripts fine_tuning
+	$(BIN)/ruff check .
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev-$(PINS)
-	$(BIN)/ruff check src tests bench scripts fine_tuning
-	$(BIN)/ruff format --check src tests bench scripts fine_tuning
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: $(VENV)/.dev-$(PINS)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/train_bench.py

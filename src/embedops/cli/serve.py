@@ -1,0 +1,68 @@
+"""`embedops serve`: serve a model over HTTP (seed /embed, OpenAI /v1/embeddings, TEI)."""
+
+from __future__ import annotations
+
+import argparse
+
+ORDER = 50
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve a model over HTTP",
+        description="Serve a model artifact over HTTP. Every flag can also be set as SERVE_<FLAG> "
+        "(e.g. SERVE_PORT=8000, SERVE_NORMALIZE=1); flags win over the environment.",
+    )
+    add = parser.add_argument
+    add("--model", help="artifact directory, SentenceTransformer directory or hub id (default: bundled model)")
+    add("--host", help="address to listen on (default 0.0.0.0)")
+    add("--port", type=int, help="port (default 8000)")
+    add("--device", help="cpu, cuda, cuda:1, ... (default: best available)")
+    add(
+        "--dtype",
+        choices=["auto", "fp32", "fp16", "bf16"],
+        help="torch weights dtype (default: the artifact's)",
+    )
+    add("--normalize", action="store_true", default=None, help="return unit-length vectors by default")
+    add(
+        "--auto-truncate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="cut inputs longer than the model's window unless a request says otherwise (default on)",
+    )
+    add("--concurrency", type=int, help="engine batches running at once (default 1)")
+    add("--batch-size", type=int, help="most inputs in one engine batch (default 32)")
+    add("--max-batch-tokens", type=int, help="most padded tokens in one engine batch (default 16384)")
+    add("--max-queue", type=int, help="requests admitted at once; more get 429 (default 512)")
+    add("--max-inputs", type=int, help="most inputs in one request (default 256)")
+    add("--max-chars", type=int, help="most characters in one input (default 20000)")
+    add("--max-body-bytes", type=int, help="largest request body (default 2 MiB)")
+    add("--api-key", help="require 'Authorization: Bearer KEY' on embedding routes (or SERVE_API_KEY)")
+    add("--workers", type=int, help="server processes, each with its own model copy (default 1)")
+    add(
+        "--no-access-log",
+        dest="access_log",
+        action="store_false",
+        default=None,
+        help="no per-request log lines",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from embedops.errors import ConfigError
+    from embedops.serve.server import serve
+    from embedops.serve.settings import ServeSettings
+
+    fields = set(ServeSettings.model_fields)
+    flags = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    try:
+        settings = ServeSettings(**flags)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid serve settings: {problems}") from exc
+    serve(settings)
+    return 0

@@ -1,0 +1,366 @@
+"""FastAPI routes: check the caller, read and validate the body, await the batcher, shape the response.
+
+Routes: seed `POST /embed`, OpenAI `POST /v1/embeddings`, TEI `POST /` (what huggingface_hub's
+InferenceClient posts to for a URL model), and open `GET /healthz /readyz /info /metrics`.
+Every refusal is an `embedops.errors` type, turned into a response in `_error_response` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import numpy as np
+import orjson
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from embedops import __version__
+from embedops.errors import EmbedopsError, RequestError
+from embedops.serve.batcher import Batcher, BatchLimits
+from embedops.serve.engine import Engine
+from embedops.serve.metrics import ServeMetrics
+from embedops.serve.middleware import CLIENT_CLOSED, ObservabilityMiddleware
+from embedops.serve.schemas import (
+    EmbedRequest,
+    ErrorResponse,
+    OpenAIEmbeddingRequest,
+    OpenAIEmbeddingResponse,
+    OpenAIError,
+    SeedEmbedResponse,
+)
+from embedops.serve.settings import ServeSettings
+
+logger = logging.getLogger("embedops.serve")
+Body = TypeVar("Body", bound=BaseModel)
+_OPENAI_TYPES = {
+    401: "authentication_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """orjson straight from numpy arrays: the vectors never become Python floats."""
+    return Response(
+        orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY),
+        status,
+        headers,
+        media_type="application/json",
+    )
+
+
+def create_app(settings: ServeSettings, engine: Engine) -> FastAPI:
+    """The server for one loaded engine; `settings` carries every limit and default."""
+    metrics = ServeMetrics()
+    batcher = Batcher(
+        engine,
+        metrics,
+        BatchLimits(settings.concurrency, settings.batch_size, settings.max_batch_tokens, settings.max_queue),
+    )
+    info = engine.info
+    state = {"ready": False}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        batcher.start()
+        warmup = asyncio.create_task(_warm_up())
+        yield
+        warmup.cancel()
+        await batcher.close()
+
+    async def _warm_up() -> None:
+        if settings.warmup:
+            await asyncio.to_thread(engine.warmup)
+        state["ready"] = True
+        logger.info("ready: %s (%s, %s, dim %d)", info.model, info.backend, info.dtype, info.dim)
+
+    app = FastAPI(title="embedops", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics, access_log=settings.access_log)
+
+    def require_api_key(request: Request) -> None:
+        if settings.api_key is None:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        expected = settings.api_key.get_secret_value().encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+            raise RequestError(
+                "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                status=401,
+                code="invalid_api_key",
+            )
+
+    async def read_json(request: Request, model: type[Body]) -> Body:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > settings.max_body_bytes:
+            raise _too_large(f"request body of {declared} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > settings.max_body_bytes:
+                raise _too_large("request body")
+        try:
+            return model.model_validate_json(bytes(body))
+        except ValidationError as exc:
+            raise _invalid(exc, model) from exc
+
+    def _too_large(what: str) -> RequestError:
+        return RequestError(
+            f"{what} exceeds the {settings.max_body_bytes}-byte limit", status=413, code="payload_too_large"
+        )
+
+    def check_texts(texts: list[str]) -> None:
+        if len(texts) > settings.max_inputs:
+            raise RequestError(
+                f"{len(texts)} inputs in one request; the limit is {settings.max_inputs}",
+                status=413,
+                code="too_many_inputs",
+                param="input",
+            )
+        for index, text in enumerate(texts):
+            if len(text) > settings.max_chars:
+                raise RequestError(
+                    f"input {index} has {len(text)} characters; the limit is {settings.max_chars}",
+                    status=413,
+                    code="input_too_long",
+                    param="input",
+                )
+
+    def check_dimensions(dimensions: int | None) -> None:
+        if dimensions is not None and dimensions > info.dim:
+            raise RequestError(f"dimensions must be between 1 and {info.dim}", param="dimensions")
+
+    async def encode(
+        request: Request,
+        texts: list[str] | None = None,
+        ids: list[list[int]] | None = None,
+        *,
+        truncate: bool | None,
+        left: bool = False,
+    ) -> tuple[np.ndarray, int]:
+        """Embed texts (or token ids) in the shared batches; drop the work if the client disconnects."""
+        truncate = settings.auto_truncate if truncate is None else truncate
+        with batcher.admit():
+            if texts is not None:
+                check_texts(texts)
+                ids = await batcher.tokenize(texts, truncate=truncate, left=left)
+            else:
+                assert ids is not None
+                if len(ids) > settings.max_inputs:
+                    check_texts([""] * len(ids))
+                ids = batcher.prepare_ids(ids, truncate=truncate)
+            tokens = sum(map(len, ids))
+            vectors = await _unless_disconnected(request, batcher.embed(ids))
+        metrics.input_tokens.inc(tokens)
+        request.state.access = {"inputs": len(ids), "tokens": tokens}
+        return vectors, tokens
+
+    def finish(vectors: np.ndarray, *, normalize: bool | None, dimensions: int | None) -> np.ndarray:
+        """Matryoshka truncation, then unit length where asked (again, after a cut)."""
+        normalize = settings.normalize if normalize is None else normalize
+        if dimensions is not None:
+            vectors = np.ascontiguousarray(vectors[:, :dimensions])
+        if normalize and (dimensions is not None or not info.model_normalizes):
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = vectors / np.maximum(norms, 1e-12)
+        return vectors
+
+    def with_prompt(texts: list[str], prompt_name: str | None) -> list[str]:
+        if prompt_name is None:
+            return texts
+        prompts = engine.model.prompts or {}
+        if prompt_name not in prompts:
+            raise RequestError(
+                f"prompt_name {prompt_name!r} is not one of the model's prompts {sorted(prompts)}",
+                param="prompt_name",
+            )
+        return [prompts[prompt_name] + text for text in texts]
+
+    async def embed_request(request: Request) -> tuple[EmbedRequest, np.ndarray, int]:
+        body = await read_json(request, EmbedRequest)
+        check_dimensions(body.dimensions)
+        texts = with_prompt([body.inputs] if isinstance(body.inputs, str) else list(body.inputs), body.prompt_name)
+        vectors, tokens = await encode(
+            request, texts, truncate=body.truncate, left=body.truncation_direction.lower() == "left"
+        )
+        return body, finish(vectors, normalize=body.normalize, dimensions=body.dimensions), tokens
+
+    guarded = [Depends(require_api_key)]
+
+    @app.post("/embed", dependencies=guarded, summary="Embed texts (the seed's API)")
+    async def embed(request: Request) -> Response:
+        _, vectors, tokens = await embed_request(request)
+        content: SeedEmbedResponse = {
+            "embeddings": vectors,
+            "dim": int(vectors.shape[1]),
+            "model": info.model,
+            "usage": {"tokens": tokens},
+        }
+        return json_response(content)
+
+    @app.post("/", dependencies=guarded, summary="Embed texts (text-embeddings-inference API)")
+    async def tei_embed(request: Request) -> Response:
+        _, vectors, _ = await embed_request(request)
+        return json_response(vectors)
+
+    @app.post("/v1/embeddings", dependencies=guarded, summary="Embed texts (OpenAI API)")
+    async def openai_embeddings(request: Request) -> Response:
+        body = await read_json(request, OpenAIEmbeddingRequest)
+        check_dimensions(body.dimensions)
+        raw = body.input
+        if isinstance(raw, str):
+            vectors, tokens = await encode(request, [raw], truncate=None)
+        elif isinstance(raw[0], str):
+            vectors, tokens = await encode(request, list(raw), truncate=None)
+        elif isinstance(raw[0], int):
+            vectors, tokens = await encode(request, ids=[list(raw)], truncate=None)
+        else:
+            vectors, tokens = await encode(request, ids=[list(ids) for ids in raw], truncate=None)
+        vectors = finish(vectors, normalize=None, dimensions=body.dimensions)
+        if body.encoding_format == "base64":
+            rows: list[Any] = [base64.b64encode(row.astype("<f4").tobytes()).decode() for row in vectors]
+        else:
+            rows = list(vectors)
+        content: OpenAIEmbeddingResponse = {
+            "object": "list",
+            "data": [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(rows)],
+            "model": info.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return json_response(content)
+
+    @app.get("/healthz", summary="Liveness")
+    async def healthz() -> Response:
+        return json_response({"status": "ok"})
+
+    @app.get("/readyz", summary="Readiness: warmed up and accepting work")
+    async def readyz() -> Response:
+        if not state["ready"]:
+            return json_response({"status": "warming up"}, 503, {"Retry-After": "1"})
+        return json_response({"status": "ready"})
+
+    @app.get("/info", summary="What is served, and under which limits")
+    async def info_route() -> Response:
+        return json_response(
+            {
+                "model": info.model,
+                "path": str(engine.ref.path),
+                "dim": info.dim,
+                "device": info.device,
+                "backend": info.backend,
+                "dtype": info.dtype,
+                "quantization": info.quantization,
+                "max_seq_length": info.max_seq_length,
+                "normalize": settings.normalize,
+                "model_normalizes": info.model_normalizes,
+                "auto_truncate": settings.auto_truncate,
+                "limits": {
+                    "max_inputs": settings.max_inputs,
+                    "max_chars": settings.max_chars,
+                    "max_body_bytes": settings.max_body_bytes,
+                    "max_queue": settings.max_queue,
+                    "batch_size": settings.batch_size,
+                    "max_batch_tokens": settings.max_batch_tokens,
+                    "concurrency": settings.concurrency,
+                },
+                "auth": settings.api_key is not None,
+                "ready": state["ready"],
+                "version": __version__,
+            }
+        )
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics_route() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(EmbedopsError)
+    async def embedops_error(request: Request, exc: EmbedopsError) -> Response:
+        return _error_response(request, exc, metrics)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = "not_found" if exc.status_code == 404 else "method_not_allowed"
+        message = f"{request.method} {request.url.path}: {exc.detail}"
+        return _error_response(request, RequestError(message, status=exc.status_code, code=code), metrics)
+
+    app.state.batcher = batcher
+    app.state.metrics = metrics
+    return app
+
+
+def _error_response(request: Request, exc: EmbedopsError, metrics: ServeMetrics) -> Response:
+    """The one place an error becomes an HTTP response, in the error shape the route's clients parse."""
+    status = exc.http_status
+    code = getattr(exc, "code", type(exc).__name__)
+    metrics.failures.labels(code).inc()
+    headers = {}
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if request.url.path.startswith("/v1/"):
+        body: OpenAIError | ErrorResponse = {
+            "error": {
+                "message": str(exc),
+                "type": _OPENAI_TYPES.get(status, "invalid_request_error"),
+                "param": getattr(exc, "param", None),
+                "code": code,
+            }
+        }
+    else:
+        body = {"error": str(exc), "error_type": code}
+    return json_response(body, status, headers)
+
+
+def _invalid(exc: ValidationError, model: type[BaseModel]) -> RequestError:
+    """A short message naming fields and positions, without pydantic's union-member names."""
+    problems: list[str] = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"] if isinstance(p, int) or p in model.model_fields)
+        line = f"{where or 'body'}: {error['msg']}"
+        if line not in problems:
+            problems.append(line)
+    param = next((str(e["loc"][0]) for e in exc.errors() if e["loc"]), None)
+    return RequestError(f"invalid request: {'; '.join(problems[:4])}", param=param)
+
+
+class _ClientGone(RequestError):
+    def __init__(self) -> None:
+        super().__init__("client closed the request", status=CLIENT_CLOSED, code="client_disconnected")
+
+
+async def _unless_disconnected(request: Request, work: asyncio.Future[np.ndarray]) -> np.ndarray:
+    """Await `work`, or cancel it (the batcher then skips it) as soon as the client hangs up."""
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not work.done():
+            work.cancel()
+    if work.cancelled():
+        raise _ClientGone()
+    return work.result()
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def create_app_from_env() -> FastAPI:
+    """App factory for `--workers N`: each worker rebuilds settings from SERVE_* and loads the model."""
+    from embedops.models import resolve
+
+    settings = ServeSettings()
+    return create_app(settings, Engine(resolve(settings.model), device=settings.device, dtype=settings.dtype))

@@ -1,0 +1,198 @@
+"""Dynamic batching: merge the inputs of concurrent requests into engine batches under a token budget.
+
+The only caller of the engine. A request is admitted or refused (429) at once; admitted inputs are
+tokenized off the event loop, queued, and grouped with inputs of similar length so a batch pads
+little. Work of a request whose client went away is dropped before it reaches the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from embedops.errors import RequestError
+from embedops.serve.engine import Engine
+from embedops.serve.metrics import ServeMetrics
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """How much work runs and waits at once."""
+
+    concurrency: int = 1
+    batch_size: int = 32
+    max_batch_tokens: int = 16384
+    max_queue: int = 512
+
+
+@dataclass(eq=False)
+class _Job:
+    """One request's inputs and where their embeddings land."""
+
+    future: asyncio.Future[np.ndarray]
+    rows: np.ndarray
+    remaining: int
+    enqueued: float = field(default_factory=time.perf_counter)
+    started: bool = False
+
+
+@dataclass(eq=False)
+class _Item:
+    job: _Job
+    index: int
+    ids: list[int]
+    seq: int
+
+
+class Batcher:
+    """Queue of token-id inputs served by `concurrency` workers, each running one engine batch at a time."""
+
+    def __init__(self, engine: Engine, metrics: ServeMetrics, limits: BatchLimits) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.limits = limits
+        self.admitted = 0
+        self._pending: deque[_Item] = deque()
+        self._seq = itertools.count()
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(limits.concurrency, thread_name_prefix="embedops-engine")
+        self._workers: list[asyncio.Task[None]] = []
+        # Inputs sorted together to cut padding; bounded so the oldest input is never passed over for long.
+        self._window = limits.batch_size * 4
+
+    def start(self) -> None:
+        self._workers = [asyncio.create_task(self._work()) for _ in range(self.limits.concurrency)]
+
+    async def close(self) -> None:
+        """Stop the workers; the server has already drained requests in flight before calling this."""
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._executor.shutdown(wait=True)
+
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        """Hold one of `max_queue` places for a request, or refuse it now with 429 and Retry-After."""
+        if self.admitted >= self.limits.max_queue:
+            raise RequestError(
+                f"server is at capacity ({self.limits.max_queue} requests in flight); retry shortly",
+                status=429,
+                code="queue_full",
+                retry_after=1,
+            )
+        self.admitted += 1
+        self.metrics.in_flight.inc()
+        try:
+            yield
+        finally:
+            self.admitted -= 1
+            self.metrics.in_flight.dec()
+
+    async def tokenize(self, texts: list[str], *, truncate: bool, left: bool = False) -> list[list[int]]:
+        """Token ids of `texts`, computed in a thread so the event loop keeps answering."""
+        return await asyncio.to_thread(self.engine.tokenize, texts, truncate=truncate, left=left)
+
+    def prepare_ids(self, inputs: list[list[int]], *, truncate: bool) -> list[list[int]]:
+        """Check and window token ids a client sent instead of text."""
+        vocab = self.engine.info.vocab_size
+        for index, ids in enumerate(inputs):
+            if any(token < 0 or token >= vocab for token in ids):
+                raise RequestError(
+                    f"input {index} has token ids outside the model's vocabulary [0, {vocab})", param="input"
+                )
+        window = self.engine.info.max_seq_length
+        too_long = next((i for i, ids in enumerate(inputs) if len(ids) > window), None)
+        if too_long is not None and not truncate:
+            raise RequestError(
+                f"input {too_long} has {len(inputs[too_long])} tokens, more than the model's {window}; "
+                "shorten it or send truncate=true",
+                status=413,
+                code="input_too_long",
+                param="input",
+            )
+        return [ids[:window] for ids in inputs]
+
+    def embed(self, inputs: list[list[int]]) -> asyncio.Future[np.ndarray]:
+        """Queue token-id inputs; the future gives one float32 row per input. Cancel it to drop the work."""
+        loop = asyncio.get_running_loop()
+        job = _Job(loop.create_future(), np.empty((len(inputs), self.engine.info.dim), np.float32), len(inputs))
+        self._pending.extend(_Item(job, i, ids, next(self._seq)) for i, ids in enumerate(inputs))
+        self.metrics.queue_depth.set(len(self._pending))
+        self._wakeup.set()
+        return job.future
+
+    def _take_batch(self) -> list[_Item]:
+        """The batch holding the oldest live input, cut from a length-sorted window of the queue."""
+        pending = self._pending
+        window = [pending.popleft() for _ in range(min(len(pending), self._window))]
+        live = [item for item in window if not item.job.future.done()]
+        if not live:
+            self.metrics.queue_depth.set(len(pending))
+            return []
+        oldest = live[0]
+        live.sort(key=lambda item: len(item.ids))
+        chunks: list[list[_Item]] = [[]]
+        width = 0
+        for item in live:
+            chunk = chunks[-1]
+            wider = max(width, len(item.ids))
+            if chunk and (
+                len(chunk) >= self.limits.batch_size or wider * (len(chunk) + 1) > self.limits.max_batch_tokens
+            ):
+                chunks.append([item])
+                width = len(item.ids)
+            else:
+                chunk.append(item)
+                width = wider
+        chosen = next(chunk for chunk in chunks if any(item is oldest for item in chunk))
+        rest = sorted((item for chunk in chunks if chunk is not chosen for item in chunk), key=lambda i: i.seq)
+        pending.extendleft(reversed(rest))
+        self.metrics.queue_depth.set(len(pending))
+        return chosen
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch = self._take_batch()
+            if not batch:
+                continue
+            await self._run(loop, batch)
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
+        now = time.perf_counter()
+        for item in batch:
+            if not item.job.started:
+                item.job.started = True
+                self.metrics.queue_seconds.observe(now - item.job.enqueued)
+        ids = [item.ids for item in batch]
+        self.metrics.batch_size.observe(len(batch))
+        self.metrics.batch_tokens.observe(max(map(len, ids)) * len(ids))
+        try:
+            vectors = await loop.run_in_executor(self._executor, self.engine.embed, ids)
+        except Exception as exc:  # an engine failure fails its requests, never the worker
+            for item in batch:
+                if not item.job.future.done():
+                    item.job.future.set_exception(exc)
+            return
+        finally:
+            self.metrics.inference_seconds.observe(time.perf_counter() - now)
+        for item, row in zip(batch, vectors, strict=True):
+            job = item.job
+            if job.future.done():
+                continue
+            job.rows[item.index] = row
+            job.remaining -= 1
+            if job.remaining == 0:
+                job.future.set_result(job.rows)

@@ -1,0 +1,49 @@
+"""Prometheus metrics of one server, in their own registry (several apps can live in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_COUNT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+_TOKEN_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536)
+
+
+class ServeMetrics:
+    """The counters, gauges and histograms `/metrics` exposes, all prefixed `embedops_`."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "embedops_requests",
+            "HTTP requests answered, by route and status.",
+            ["route", "status"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "embedops_request_duration_seconds",
+            "Time to answer a request, by route.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_seconds = Histogram(
+            "embedops_queue_seconds",
+            "Time a request's inputs waited before their batch started.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference_seconds = Histogram(
+            "embedops_inference_seconds", "Engine time per batch.", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.batch_size = Histogram(
+            "embedops_batch_size", "Inputs per engine batch.", buckets=_COUNT_BUCKETS, registry=r
+        )
+        self.batch_tokens = Histogram(
+            "embedops_batch_tokens", "Padded tokens per engine batch.", buckets=_TOKEN_BUCKETS, registry=r
+        )
+        self.input_tokens = Counter("embedops_input_tokens", "Tokens embedded.", registry=r)
+        self.queue_depth = Gauge("embedops_queue_depth", "Inputs waiting for a batch.", registry=r)
+        self.in_flight = Gauge("embedops_in_flight_requests", "Requests admitted and not yet answered.", registry=r)
+        self.failures = Counter("embedops_failures", "Requests refused or failed, by reason.", ["reason"], registry=r)

@@ -1,0 +1,59 @@
+"""Run the app under uvicorn: one process with the engine loaded here, or N workers that each load it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+
+from embedops.serve.settings import ServeSettings
+
+
+def serve(settings: ServeSettings) -> None:
+    """Block serving HTTP until SIGINT/SIGTERM; in-flight requests are drained before exit."""
+    import uvicorn
+
+    from embedops.models import resolve
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    ref = resolve(settings.model)  # a wrong model fails here, before any port is taken
+    options = {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": False,
+        "timeout_graceful_shutdown": settings.graceful_timeout,
+        "log_level": "info",
+    }
+    if settings.workers > 1:
+        # Workers are fresh processes: they read the same settings back from SERVE_* variables.
+        os.environ.update(settings.to_env())
+        uvicorn.run("embedops.serve.app:create_app_from_env", factory=True, workers=settings.workers, **options)
+        return
+    # Listen before loading the model: clients that connect during the load wait in the kernel's
+    # backlog and are answered once it is done, instead of being refused (`serve & sleep 5; curl`).
+    listener = _listen(settings.host, settings.port)
+    from embedops.serve.app import create_app
+    from embedops.serve.engine import Engine
+
+    engine = Engine(ref, device=settings.device, dtype=settings.dtype)
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, engine), **options))
+    server.run(sockets=[listener])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        listener.close()
+        from embedops.errors import ConfigError
+
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    listener.listen(2048)
+    listener.set_inheritable(True)
+    return listener

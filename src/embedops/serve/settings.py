@@ -1,0 +1,56 @@
+"""Server configuration: one object, filled from defaults, then SERVE_* environment, then flags."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from embedops.models import DEFAULT_MODEL
+
+TorchDtype = Literal["auto", "fp32", "fp16", "bf16"]
+
+
+class ServeSettings(BaseSettings):
+    """Everything `embedops serve` can be told; `SERVE_<FIELD>` sets any field from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="SERVE_", extra="forbid", frozen=True)
+
+    model: str = DEFAULT_MODEL
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=0, le=65535)
+    device: str | None = None
+    dtype: TorchDtype = "auto"
+    normalize: bool = False
+    auto_truncate: bool = True
+    # Engine calls running at once; on CPU one call already uses every core, so 1 is fastest.
+    concurrency: int = Field(1, ge=1, le=64)
+    batch_size: int = Field(32, ge=1, le=4096)
+    max_batch_tokens: int = Field(16384, ge=16)
+    # Requests admitted (queued or running); the next one gets 429 at once instead of waiting.
+    max_queue: int = Field(512, ge=1)
+    max_inputs: int = Field(256, ge=1)
+    max_chars: int = Field(20000, ge=1)
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+    api_key: SecretStr | None = None
+    workers: int = Field(1, ge=1, le=64)
+    access_log: bool = True
+    warmup: bool = True
+    graceful_timeout: int = Field(30, ge=0)
+
+    @field_validator("api_key")
+    @classmethod
+    def _empty_key_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value() else None
+
+    def to_env(self) -> dict[str, str]:
+        """The settings as SERVE_* variables, so worker processes rebuild exactly this object."""
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"SERVE_{name.upper()}"] = str(int(value) if isinstance(value, bool) else value)
+        return env

@@ -1,0 +1,226 @@
+"""The server over real HTTP (uvicorn in a thread of this process) with the tiny model: every route,
+every refusal, and the metrics they leave behind."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from embedops.models import resolve
+from embedops.serve.app import create_app
+from embedops.serve.engine import Engine
+from embedops.serve.settings import ServeSettings
+
+LIMITS = {"max_inputs": 8, "max_chars": 400, "max_body_bytes": 4096, "max_queue": 64}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_server(settings: ServeSettings, engine: Engine) -> Iterator[str]:
+    """uvicorn serving `create_app` on a free loopback port until the test module ends."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        create_app(settings, engine),
+        host="127.0.0.1",
+        port=free_port(),
+        log_level="warning",
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{config.port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.05)
+    yield url
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir: Path) -> Engine:
+    return Engine(resolve(tiny_model_dir), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def url(engine: Engine) -> Iterator[str]:
+    yield from run_server(ServeSettings(model=str(engine.ref.path), **LIMITS), engine)
+
+
+@pytest.fixture(scope="module")
+def client(url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=url, timeout=30) as client:
+        yield client
+
+
+def reference(engine: Engine, texts: list[str]) -> np.ndarray:
+    return engine.model.encode(texts, convert_to_numpy=True)
+
+
+def test_seed_embed_matches_in_process_encode(client: httpx.Client, engine: Engine) -> None:
+    texts = ["hello world", "vector database", "a somewhat longer sentence about embeddings " * 3]
+    response = client.post("/embed", json={"inputs": texts})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["dim"] == 32 and body["model"] == str(engine.ref.path)
+    assert body["usage"]["tokens"] == sum(len(ids) for ids in engine.tokenize(texts, truncate=True))
+    np.testing.assert_allclose(np.array(body["embeddings"]), reference(engine, texts), atol=1e-5)
+
+
+def test_single_string_input_gives_one_row(client: httpx.Client) -> None:
+    body = client.post("/embed", json={"inputs": "hello"}).json()
+    assert len(body["embeddings"]) == 1 and len(body["embeddings"][0]) == 32
+
+
+def test_dimensions_truncate_and_renormalise_on_every_route(client: httpx.Client, engine: Engine) -> None:
+    full = reference(engine, ["hello"])[0]
+    expected = full[:8] / np.linalg.norm(full[:8])
+    seed = client.post("/embed", json={"inputs": ["hello"], "dimensions": 8, "normalize": True}).json()
+    tei = client.post("/", json={"inputs": "hello", "dimensions": 8, "normalize": True}).json()
+    openai = client.post("/v1/embeddings", json={"input": "hello", "dimensions": 8, "model": "x"}).json()
+    for vector in (seed["embeddings"][0], tei[0]):
+        np.testing.assert_allclose(vector, expected, atol=1e-6)
+    assert len(openai["data"][0]["embedding"]) == 8
+
+
+def test_tei_route_returns_bare_matrix(client: httpx.Client, engine: Engine) -> None:
+    body = client.post("/", json={"inputs": ["a", "b"], "truncate": True}).json()
+    np.testing.assert_allclose(np.array(body), reference(engine, ["a", "b"]), atol=1e-5)
+
+
+def test_openai_float_base64_and_token_ids(client: httpx.Client, engine: Engine) -> None:
+    texts = ["first text", "second text"]
+    floats = client.post("/v1/embeddings", json={"input": texts, "model": "m"}).json()
+    b64 = client.post("/v1/embeddings", json={"input": texts, "encoding_format": "base64"}).json()
+    assert floats["object"] == "list" and [d["index"] for d in floats["data"]] == [0, 1]
+    assert floats["usage"]["prompt_tokens"] == floats["usage"]["total_tokens"] > 0
+    decoded = np.stack([np.frombuffer(base64.b64decode(d["embedding"]), "<f4") for d in b64["data"]])
+    np.testing.assert_allclose(decoded, [d["embedding"] for d in floats["data"]], atol=1e-6)
+    np.testing.assert_allclose(decoded, reference(engine, texts), atol=1e-5)
+    ids = engine.tokenize(texts, truncate=True)
+    by_ids = client.post("/v1/embeddings", json={"input": ids}).json()
+    np.testing.assert_allclose([d["embedding"] for d in by_ids["data"]], decoded, atol=1e-5)
+    one = client.post("/v1/embeddings", json={"input": ids[0]}).json()
+    np.testing.assert_allclose(one["data"][0]["embedding"], decoded[0], atol=1e-5)
+
+
+def test_long_input_truncates_by_default_and_refuses_when_asked(client: httpx.Client, engine: Engine) -> None:
+    long_text = "word " * 70  # 70 tokens > the tiny model's 64-token window, under the char limit
+    ok = client.post("/embed", json={"inputs": [long_text]})
+    assert ok.status_code == 200
+    np.testing.assert_allclose(ok.json()["embeddings"], reference(engine, [long_text]), atol=1e-5)
+    refused = client.post("/embed", json={"inputs": [long_text], "truncate": False})
+    assert refused.status_code == 413 and refused.json()["error_type"] == "input_too_long"
+    left = client.post("/", json={"inputs": long_text, "truncation_direction": "Left"})
+    assert left.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "status", "code"),
+    [
+        ("/embed", b"{not json", 422, "invalid_request"),
+        ("/embed", b'{"inputs": 5}', 422, "invalid_request"),
+        ("/embed", b'{"inputs": []}', 422, "invalid_request"),
+        ("/embed", b'{"inputs": ["ok", ""]}', 422, "invalid_request"),
+        ("/embed", b'{"inputs": "x", "normalize": "yes"}', 422, "invalid_request"),
+        ("/embed", b'{"inputs": "x", "unknown": 1}', 422, "invalid_request"),
+        ("/embed", b'{"inputs": "x", "dimensions": 33}', 422, "invalid_request"),
+        ("/embed", b'{"inputs": "x", "prompt_name": "no-such-prompt"}', 422, "invalid_request"),
+        ("/embed", b'{"inputs": ["a","b","c","d","e","f","g","h","i"]}', 413, "too_many_inputs"),
+        ("/embed", b'{"inputs": "' + b"x" * 401 + b'"}', 413, "input_too_long"),
+        ("/embed", b'{"inputs": "' + b"x" * 5000 + b'"}', 413, "payload_too_large"),
+        ("/", b"[]", 422, "invalid_request"),
+        ("/nowhere", b"{}", 404, "not_found"),
+    ],
+)
+def test_refusals_are_json_with_a_message(
+    client: httpx.Client, path: str, content: bytes, status: int, code: str
+) -> None:
+    response = client.post(path, content=content, headers={"content-type": "application/json"})
+    assert response.status_code == status
+    body = response.json()
+    assert body["error_type"] == code and body["error"]
+
+
+def test_openai_errors_use_openai_shape(client: httpx.Client) -> None:
+    response = client.post("/v1/embeddings", json={"input": [], "model": "m"})
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["param"] == "input"
+    ids = client.post("/v1/embeddings", json={"input": [[10**9]]})
+    assert ids.status_code == 422 and "vocabulary" in ids.json()["error"]["message"]
+
+
+def test_wrong_method_is_405_json(client: httpx.Client) -> None:
+    response = client.get("/embed")
+    assert response.status_code == 405 and response.json()["error_type"] == "method_not_allowed"
+
+
+def test_health_ready_info(client: httpx.Client) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+    info = client.get("/info").json()
+    assert info["dim"] == 32 and info["backend"] == "torch" and info["dtype"] == "fp32"
+    assert info["max_seq_length"] == 64 and info["limits"]["max_inputs"] == 8 and info["version"]
+
+
+def _samples(client: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = client.get("/metrics").text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_metrics_parse_and_count_requests(client: httpx.Client) -> None:
+    before = _samples(client)
+    for _ in range(3):
+        assert client.post("/embed", json={"inputs": ["count me"]}).status_code == 200
+    assert client.post("/embed", json={"inputs": []}).status_code == 422
+    after = _samples(client)
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert delta("embedops_requests_total", route="/embed", status="200") == 3
+    assert delta("embedops_requests_total", route="/embed", status="422") == 1
+    assert delta("embedops_failures_total", reason="invalid_request") == 1
+    assert delta("embedops_request_duration_seconds_count", route="/embed") == 4
+    assert delta("embedops_batch_size_count") >= 1 and delta("embedops_input_tokens_total") > 0
+    assert ("embedops_in_flight_requests", ()) in after and ("embedops_queue_depth", ()) in after
+
+
+def test_api_key_guards_embedding_routes_only(engine: Engine) -> None:
+    settings = ServeSettings(model=str(engine.ref.path), api_key="s3cret", **LIMITS)
+    for url in run_server(settings, engine):
+        with httpx.Client(base_url=url) as client:
+            missing = client.post("/embed", json={"inputs": "x"})
+            assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+            wrong = client.post("/v1/embeddings", json={"input": "x"}, headers={"Authorization": "Bearer nope"})
+            assert wrong.status_code == 401 and wrong.json()["error"]["type"] == "authentication_error"
+            good = client.post("/", json={"inputs": "x"}, headers={"Authorization": "Bearer s3cret"})
+            assert good.status_code == 200
+            assert client.get("/healthz").status_code == 200 and client.get("/metrics").status_code == 200

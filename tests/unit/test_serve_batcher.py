@@ -1,0 +1,133 @@
+"""Batching, admission and configuration, on the tiny model's real engine."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedops.cli import build_parser
+from embedops.errors import RequestError
+from embedops.models import resolve
+from embedops.serve.batcher import Batcher, BatchLimits
+from embedops.serve.engine import Engine
+from embedops.serve.metrics import ServeMetrics
+from embedops.serve.settings import ServeSettings
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir: Path) -> Engine:
+    return Engine(resolve(tiny_model_dir), device="cpu")
+
+
+def _batch_sizes(metrics: ServeMetrics) -> tuple[float, float]:
+    count = metrics.registry.get_sample_value("embedops_batch_size_count") or 0.0
+    total = metrics.registry.get_sample_value("embedops_batch_size_sum") or 0.0
+    return count, total
+
+
+def test_concurrent_requests_share_batches_and_get_their_own_rows(engine: Engine) -> None:
+    texts = [f"sentence number {i} " + "pad " * (i % 7) for i in range(40)]
+
+    async def scenario() -> tuple[list[np.ndarray], ServeMetrics]:
+        metrics = ServeMetrics()
+        batcher = Batcher(engine, metrics, BatchLimits(batch_size=16, max_batch_tokens=4096))
+        batcher.start()
+        ids = engine.tokenize(texts, truncate=True)
+        futures = [batcher.embed(ids[i : i + 4]) for i in range(0, 40, 4)]
+        results = await asyncio.gather(*futures)
+        await batcher.close()
+        return results, metrics
+
+    results, metrics = asyncio.run(scenario())
+    np.testing.assert_allclose(np.vstack(results), engine.model.encode(texts), atol=1e-5)
+    count, total = _batch_sizes(metrics)
+    assert total == 40 and count < 10  # ten requests, merged into fewer batches
+
+
+def test_token_budget_and_length_sorting_shape_batches(engine: Engine) -> None:
+    short, long = [101, 2000, 102], [101, *range(2000, 2058), 102]
+
+    async def scenario() -> list[list[int]]:
+        batcher = Batcher(engine, ServeMetrics(), BatchLimits(batch_size=8, max_batch_tokens=180))
+        batcher.embed([short, long, short, long, short, long])
+        batches = []
+        while batch := batcher._take_batch():
+            batches.append([len(item.ids) for item in batch])
+        return batches
+
+    batches = asyncio.run(scenario())
+    assert batches[0] == [3, 3, 3]  # the oldest input's batch, short ones grouped together
+    assert all(max(b) * len(b) <= 180 for b in batches) and sum(map(len, batches)) == 6
+
+
+def test_full_queue_refuses_at_once_with_retry_after(engine: Engine) -> None:
+    batcher = Batcher(engine, ServeMetrics(), BatchLimits(max_queue=2))
+    with batcher.admit(), batcher.admit():
+        with pytest.raises(RequestError) as refused, batcher.admit():
+            pass
+        assert refused.value.http_status == 429 and refused.value.retry_after == 1
+    with batcher.admit():
+        assert batcher.admitted == 1
+
+
+def test_cancelled_work_never_reaches_the_engine(engine: Engine) -> None:
+    async def scenario() -> tuple[float, float]:
+        metrics = ServeMetrics()
+        batcher = Batcher(engine, metrics, BatchLimits())
+        abandoned = batcher.embed(engine.tokenize(["gone"], truncate=True))
+        abandoned.cancel()
+        batcher.start()
+        await batcher.embed(engine.tokenize(["kept", "also kept"], truncate=True))
+        await batcher.close()
+        return _batch_sizes(metrics)
+
+    assert asyncio.run(scenario()) == (1.0, 2.0)
+
+
+def test_settings_come_from_env_then_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "SERVE_PORT": "9100",
+        "SERVE_NORMALIZE": "1",
+        "SERVE_CONCURRENCY": "3",
+        "SERVE_BATCH_SIZE": "7",
+        "SERVE_HOST": "127.0.0.1",
+        "SERVE_DEVICE": "cpu",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = ServeSettings(port=9200)
+    assert (settings.port, settings.normalize, settings.concurrency, settings.batch_size) == (9200, True, 3, 7)
+    assert (settings.host, settings.device) == ("127.0.0.1", "cpu")
+    assert ServeSettings(**{k.removeprefix("SERVE_").lower(): v for k, v in settings.to_env().items()}) == settings
+
+
+def test_seed_flags_parse() -> None:
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "--model",
+            "m",
+            "--port",
+            "8010",
+            "--normalize",
+            "--concurrency",
+            "2",
+            "--batch-size",
+            "16",
+            "--device",
+            "cpu",
+            "--host",
+            "127.0.0.1",
+        ]
+    )
+    assert (args.model, args.port, args.normalize, args.concurrency, args.batch_size) == ("m", 8010, True, 2, 16)
+    assert build_parser().parse_args(["serve"]).normalize is None  # unset flags leave SERVE_* in charge
+
+
+def test_bad_setting_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from embedops.cli import main
+
+    assert main(["serve", "--concurrency", "0"]) == 2
+    assert "concurrency" in capsys.readouterr().err
