@@ -38,8 +38,14 @@ def plain_script(pairs: list[tuple[str, str]], batch_size: int, workdir: Path) -
     model = SentenceTransformer(str(resolve("sentence-transformers/all-MiniLM-L6-v2").path), device="cpu")
     dataset = Dataset.from_dict({"anchor": [a for a, _ in pairs], "positive": [b for _, b in pairs]})
     args = SentenceTransformerTrainingArguments(
-        output_dir=str(workdir / "plain-ckpt"), num_train_epochs=1, per_device_train_batch_size=batch_size,
-        learning_rate=2e-5, report_to="none", save_strategy="no", use_cpu=True, seed=42,
+        output_dir=str(workdir / "plain-ckpt"),
+        num_train_epochs=1,
+        per_device_train_batch_size=batch_size,
+        learning_rate=2e-5,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        seed=42,
     )
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=dataset, loss=losses.MultipleNegativesRankingLoss(model)

@@ -160,9 +160,7 @@ class ArtifactBuilder:
         check_output_free(self.target, force=force)
         self.target.parent.mkdir(parents=True, exist_ok=True)
         self._remove_stale_staging()
-        self.path = Path(
-            tempfile.mkdtemp(prefix=f".{self.target.name}.staging-{os.getpid()}-", dir=self.target.parent)
-        )
+        self.path = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.staging-{os.getpid()}-", dir=self.target.parent))
         self.published = False
 
     def _remove_stale_staging(self) -> None:
@@ -212,8 +210,7 @@ def check_output_free(target: Path, *, force: bool) -> None:
         raise OutputExistsError(f"output {target} already exists; choose another path or pass --force")
     if target.is_file() or (any(target.iterdir()) and not (target / MANIFEST_NAME).is_file()):
         raise OutputExistsError(
-            f"output {target} exists and is not an embedops artifact; "
-            "refusing to replace it even with --force"
+            f"output {target} exists and is not an embedops artifact; refusing to replace it even with --force"
         )
 
 

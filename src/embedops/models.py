@@ -69,9 +69,7 @@ def _resolve_directory(reference: str, path: Path) -> ModelRef:
         raise ModelNotFoundError(
             f"{path} is not a model directory (no embedops.json, modules.json or config.json in it)"
         )
-    return ModelRef(
-        reference, path.resolve(), "directory", infer_manifest(path, base_model=str(path.resolve()))
-    )
+    return ModelRef(reference, path.resolve(), "directory", infer_manifest(path, base_model=str(path.resolve())))
 
 
 @functools.lru_cache(maxsize=1)
@@ -187,27 +185,134 @@ def load(model: ModelRef | str | Path, *, device: str | None = None) -> Sentence
     if manifest.adapter and not manifest.adapter.get("merged", False):
         return _load_adapter(ref, device=device)
     if manifest.backend == "onnx":
-        model_kwargs = {"file_name": manifest.file} if manifest.file else {}
-        return SentenceTransformer(str(ref.path), backend="onnx", device=device, model_kwargs=model_kwargs)
+        return _load_onnx(ref, device=device)
+    if manifest.dtype in ("fp16", "bf16"):
+        import torch
+
+        dtype = torch.float16 if manifest.dtype == "fp16" else torch.bfloat16
+        return SentenceTransformer(str(ref.path), device=device, model_kwargs={"torch_dtype": dtype})
     return SentenceTransformer(str(ref.path), device=device)
 
 
-def _load_adapter(ref: ModelRef, *, device: str | None) -> SentenceTransformer:
-    """Load the base model an adapter was trained on, then the adapter on top of it.
+def load_merged(model: ModelRef | str | Path, *, device: str | None = None) -> SentenceTransformer:
+    """The model as one plain network: a LoRA adapter is folded into its base weights, which an ONNX
+    graph, a half-precision copy or a merged artifact need (none of them can carry an adapter)."""
+    ref = model if isinstance(model, ModelRef) else resolve(model)
+    adapter = ref.manifest.adapter
+    if not adapter or adapter.get("merged", False):
+        return load(ref, device=device)
+    _require_peft()
+    from peft import PeftModel
 
-    The adapter's own `base_model_name_or_path` may point into another machine's site-packages,
-    so the base is resolved again from the manifest.
+    merged = load(_adapter_base(ref), device=device)
+    transformer = merged[0]
+    transformer.auto_model = PeftModel.from_pretrained(transformer.auto_model, str(ref.path)).merge_and_unload()
+    if ref.manifest.max_seq_length:
+        merged.max_seq_length = ref.manifest.max_seq_length
+    return merged
+
+
+def _adapter_base(ref: ModelRef) -> ModelRef:
+    """The model an adapter was trained on, resolved again: the adapter's own `base_model_name_or_path`
+    may point into another machine's site-packages."""
+    base_reference = (ref.manifest.adapter or {}).get("base") or ref.manifest.base_model
+    if not base_reference:
+        raise ArtifactError(f"{ref.path}: adapter artifact does not name its base model")
+    return resolve(base_reference)
+
+
+def _load_onnx(ref: ModelRef, *, device: str | None) -> SentenceTransformer:
+    """A SentenceTransformer whose transformer runs in an ONNX Runtime session on the CPU.
+
+    The artifact keeps sentence-transformers' ONNX layout, but it is assembled here rather than with
+    `SentenceTransformer(path, backend="onnx")`: that path needs optimum, which does not import with
+    the pinned torch, and it would silently re-export an fp32 graph if the named file were missing.
     """
+    from embedops.errors import MissingDependencyError
+
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError("onnxruntime", "onnx") from exc
+    from sentence_transformers import SentenceTransformer
+
+    file = ref.manifest.file
+    if not file or not (ref.path / file).is_file():
+        raise ArtifactError(f"{ref.path}: the ONNX file {file!r} named by its manifest is missing")
+    if device not in (None, "cpu"):
+        raise ArtifactError(f"{ref.path} is an ONNX Runtime (CPU) artifact; it cannot run on device {device!r}")
+    modules_file = ref.path / "modules.json"
+    entries = _read_json(modules_file)
+    if not isinstance(entries, list) or not entries or not entries[0].get("type", "").endswith(".Transformer"):
+        raise ArtifactError(f"{modules_file}: expected a Transformer module first")
+    modules = [_onnx_runtime_transformer().load(str(ref.path), backend="onnx", model_kwargs={"file_name": file})]
+    for entry in entries[1:]:
+        modules.append(_sentence_transformers_module(entry, modules_file).load(str(ref.path / entry["path"])))
+    return SentenceTransformer(modules=modules, device="cpu")
+
+
+def _sentence_transformers_module(entry: dict[str, Any], source: Path) -> Any:
+    """The class of a pooling/normalize/dense entry; only sentence-transformers' own classes are loaded."""
+    import importlib
+
+    module_name, _, class_name = str(entry.get("type", "")).rpartition(".")
+    if not module_name.startswith("sentence_transformers.models"):
+        raise ArtifactError(f"{source}: module type {entry.get('type')!r} is not a sentence-transformers module")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def _onnx_runtime_transformer() -> type:
+    """sentence-transformers' Transformer (tokenizer, config, pooling inputs) with an ONNX Runtime session
+    in place of the torch model; built on call so that importing this module stays free of torch."""
+    import onnxruntime as ort
+    import torch
+    from sentence_transformers.models import Transformer
+
+    class OrtFeatureExtractor:
+        """Calls the session the way Transformer.forward calls a Hugging Face model."""
+
+        def __init__(self, path: Path, config: Any) -> None:
+            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            self.input_names = [node.name for node in self.session.get_inputs()]
+            self.config = config
+
+        def forward(
+            self, input_ids: Any = None, attention_mask: Any = None, token_type_ids: Any = None, **_: Any
+        ) -> tuple[torch.Tensor]:
+            given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+            feed = {name: given[name].cpu().numpy() for name in self.input_names}
+            return (torch.from_numpy(self.session.run(None, feed)[0]),)
+
+        __call__ = forward
+
+    class OnnxRuntimeTransformer(Transformer):
+        def _load_model(
+            self,
+            model_name_or_path: str,
+            config: Any,
+            cache_dir: Any,
+            backend: str,
+            is_peft_model: bool,
+            **model_args: Any,
+        ) -> None:
+            self.auto_model = OrtFeatureExtractor(Path(model_name_or_path) / model_args["file_name"], config)
+
+    return OnnxRuntimeTransformer
+
+
+def _require_peft() -> None:
     from embedops.errors import MissingDependencyError
 
     try:
         import peft  # noqa: F401
     except ImportError as exc:
         raise MissingDependencyError("peft", "train") from exc
-    base_reference = (ref.manifest.adapter or {}).get("base") or ref.manifest.base_model
-    if not base_reference:
-        raise ArtifactError(f"{ref.path}: adapter artifact does not name its base model")
-    model = load(resolve(base_reference), device=device)
+
+
+def _load_adapter(ref: ModelRef, *, device: str | None) -> SentenceTransformer:
+    """Load the base model an adapter was trained on, then the adapter on top of it."""
+    _require_peft()
+    model = load(_adapter_base(ref), device=device)
     model.load_adapter(str(ref.path))
     if ref.manifest.max_seq_length:
         model.max_seq_length = ref.manifest.max_seq_length

@@ -46,10 +46,7 @@ def test_wikiqa_finetune_improves_held_out_mrr(tmp_path: Path, shared_data: Path
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_seed_smoke_test_training_half(tmp_path: Path) -> None:
     """`make embed-finetune … EPOCHS=1 BATCH=8` on the seed's one-line pairs file, with this checkout's .venv."""
-    if (
-        not (ROOT / ".venv" / "bin" / "embedops").exists()
-        or Path(sys.prefix).resolve() != (ROOT / ".venv").resolve()
-    ):
+    if not (ROOT / ".venv" / "bin" / "embedops").exists() or Path(sys.prefix).resolve() != (ROOT / ".venv").resolve():
         pytest.skip("runs the Makefile against this checkout's .venv; run the suite through `make test`")
     pairs = tmp_path / "data" / "finetune" / "pairs.tsv"
     pairs.parent.mkdir(parents=True)

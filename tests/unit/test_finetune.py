@@ -123,10 +123,7 @@ def test_skip_invalid_trains_on_the_rest(tmp_path: Path, tiny_model_dir: Path, c
     data.write_text(pairs_file(tmp_path / "good.tsv", 8).read_text() + "bad line\n")
     out = tmp_path / "ft"
     assert (
-        finetune(
-            "--data", str(data), "--base-model", str(tiny_model_dir), "--output", str(out), "--skip-invalid"
-        )
-        == 0
+        finetune("--data", str(data), "--base-model", str(tiny_model_dir), "--output", str(out), "--skip-invalid") == 0
     )
     assert "skipped 1 invalid line(s)" in capsys.readouterr().out
     assert read_manifest(out).training["skipped_lines"] == 1
@@ -135,10 +132,7 @@ def test_skip_invalid_trains_on_the_rest(tmp_path: Path, tiny_model_dir: Path, c
 def test_existing_output_fails_before_training(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
     data = pairs_file(tmp_path / "pairs.tsv", 8)
     (tmp_path / "ft").mkdir()
-    assert (
-        finetune("--data", str(data), "--base-model", str(tiny_model_dir), "--output", str(tmp_path / "ft"))
-        == 2
-    )
+    assert finetune("--data", str(data), "--base-model", str(tiny_model_dir), "--output", str(tmp_path / "ft")) == 2
     assert "already exists" in capsys.readouterr().err
 
 
@@ -236,9 +230,7 @@ def test_killed_run_resumes_to_the_same_step_count(tmp_path: Path, tiny_model_di
     process.wait()
     assert not out.exists(), "a killed run must not leave an artifact"
 
-    assert subprocess.run(command, capture_output=True, timeout=300).returncode == 2, (
-        "restart without --resume"
-    )
+    assert subprocess.run(command, capture_output=True, timeout=300).returncode == 2, "restart without --resume"
     result = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert read_manifest(out).training["steps"] == 600

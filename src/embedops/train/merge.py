@@ -7,30 +7,18 @@ import dataclasses
 from pathlib import Path
 
 from embedops.artifact import ArtifactBuilder, Manifest, check_output_free
-from embedops.errors import ConfigError, MissingDependencyError
-from embedops.models import load, resolve
+from embedops.errors import ConfigError
+from embedops.models import load_merged, resolve
 
 
-def merge_adapter(
-    adapter_model: str | Path, output: str | Path, *, force: bool = False
-) -> tuple[Path, Manifest]:
+def merge_adapter(adapter_model: str | Path, output: str | Path, *, force: bool = False) -> tuple[Path, Manifest]:
     output = Path(output)
     check_output_free(output.absolute(), force=force)
     ref = resolve(adapter_model)
     adapter = ref.manifest.adapter
     if not adapter or adapter.get("merged", False):
         raise ConfigError(f"{ref.path} is not a LoRA adapter artifact (its manifest has no unmerged adapter)")
-    try:
-        from peft import PeftModel
-    except ImportError as exc:
-        raise MissingDependencyError("peft", "train") from exc
-    model = load(resolve(adapter.get("base") or ref.manifest.base_model), device="cpu")
-    transformer = model[0]
-    transformer.auto_model = PeftModel.from_pretrained(
-        transformer.auto_model, str(ref.path)
-    ).merge_and_unload()
-    if ref.manifest.max_seq_length:
-        model.max_seq_length = ref.manifest.max_seq_length
+    model = load_merged(ref, device="cpu")
     manifest = dataclasses.replace(
         ref.manifest,
         kind="merged",

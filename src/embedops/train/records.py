@@ -53,8 +53,7 @@ def write_model_card(directory: Path, manifest: Manifest, *, name: str) -> None:
         "",
         f"# {name}",
         "",
-        f"A {manifest.dim}-dimensional sentence-embedding model fine-tuned with embedops from "
-        f"`{manifest.base_model}`.",
+        f"A {manifest.dim}-dimensional sentence-embedding model fine-tuned with embedops from `{manifest.base_model}`.",
         "",
         "## Training",
         "",

@@ -1,0 +1,36 @@
+"""Lay out an ONNX Runtime artifact: the SentenceTransformer files plus one quantized graph, and no
+torch weights (they would triple the size and nothing that loads the artifact reads them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from embedops.quantize.config import QuantizeConfig
+from embedops.quantize.export import export_onnx
+from embedops.quantize.kernels import kernel_for
+from embedops.quantize.onnx_int import quantize_int4, quantize_int8
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+_TORCH_WEIGHTS = ("*.safetensors", "pytorch_model*.bin", "model.safetensors.index.json")
+
+
+def write_onnx_artifact(model: SentenceTransformer, directory: Path, config: QuantizeConfig) -> tuple[str, dict]:
+    """Write the artifact files into `directory`; return the graph's relative path and its quantization record."""
+    model.save(str(directory), create_model_card=False)
+    for pattern in _TORCH_WEIGHTS:
+        for path in directory.glob(pattern):
+            path.unlink()
+    fp32 = directory / "onnx" / "model_fp32.onnx"
+    export_onnx(model, fp32)
+    if config.dtype == "int8":
+        kernel = kernel_for(config.target_cpu)
+        file = f"onnx/model_qint8_{kernel.name}.onnx"
+        record = quantize_int8(fp32, directory / file, kernel)
+    else:
+        file = f"onnx/model_q4_bs{config.block_size}.onnx"
+        record = quantize_int4(fp32, directory / file, config.block_size)
+    fp32.unlink()
+    return file, record

@@ -1,0 +1,116 @@
+"""`quantize(config)`: source model -> quantized artifact, published only if the drift check allows it."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from embedops.artifact import ArtifactBuilder, Manifest, check_output_free
+from embedops.errors import ArtifactError, GateFailedError
+from embedops.models import ModelRef, load, load_merged, resolve
+from embedops.quantize.config import QuantizeConfig
+from embedops.quantize.drift import DriftReport, measure_drift, sample_texts
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    path: Path
+    manifest: Manifest
+    drift: DriftReport
+
+
+def quantize(config: QuantizeConfig) -> QuantizeResult:
+    """Quantize `config.model_path` into a new artifact at `config.output`.
+
+    Every check that needs no model (output free, source resolvable and not already quantized, CUDA
+    for bitsandbytes, the drift data readable) runs before the slow work starts.
+    """
+    output = Path(config.output).absolute()
+    check_output_free(output, force=config.force)
+    ref = resolve(config.model_path)
+    if ref.manifest.kind == "quantized" or ref.manifest.backend != "torch":
+        raise ArtifactError(
+            f"{ref.path} is already quantized ({ref.manifest.dtype}, {ref.manifest.backend}); "
+            f"quantize its full-precision parent instead ({ref.manifest.parent or 'unknown'})"
+        )
+    backend = config.resolved_backend
+    if backend == "bnb":
+        from embedops.quantize.torch_artifact import require_cuda
+
+        require_cuda()
+    if backend == "onnx" and config.dtype == "int4":
+        from embedops.quantize.onnx_int import require_int4_support
+
+        require_int4_support()
+    texts, text_source = sample_texts(config.check_data, config.check_samples)
+    device = "cuda" if backend == "bnb" else "cpu"
+    source = load_merged(ref, device=device)
+    started = time.perf_counter()
+    with ArtifactBuilder(output, force=config.force) as builder:
+        file, record = _write(source, builder.path, config, backend)
+        readme = ref.path / "README.md"  # the model card carries the licence and attribution
+        if readme.is_file():
+            shutil.copyfile(readme, builder.path / "README.md")
+        manifest = _manifest(ref, source, config, backend, file, record)
+        drift = measure_drift(
+            source, load(ModelRef(str(output), builder.path, "artifact", manifest)), texts, text_source
+        )
+        manifest.quantization = {
+            **record,
+            "source": ref.name,
+            "drift": drift.to_dict(),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        if config.max_drift is not None and drift.drift > config.max_drift:
+            raise GateFailedError(f"{drift.verdict(config.max_drift)}; nothing was written to {output}")
+        return QuantizeResult(builder.publish(manifest), manifest, drift)
+
+
+def _write(
+    model: SentenceTransformer, directory: Path, config: QuantizeConfig, backend: str
+) -> tuple[str | None, dict]:
+    if backend == "onnx":
+        from embedops.quantize.onnx_artifact import write_onnx_artifact
+
+        return write_onnx_artifact(model, directory, config)
+    if backend == "bnb":
+        from embedops.quantize.torch_artifact import write_bnb_artifact
+
+        return None, write_bnb_artifact(model, directory, config)
+    from embedops.quantize.torch_artifact import write_half_artifact
+
+    return None, write_half_artifact(model, directory, config.dtype)
+
+
+def _manifest(
+    ref: ModelRef,
+    model: SentenceTransformer,
+    config: QuantizeConfig,
+    backend: str,
+    file: str | None,
+    record: dict,
+) -> Manifest:
+    adapter = ref.manifest.adapter
+    return dataclasses.replace(
+        ref.manifest,
+        kind="quantized",
+        base_model=ref.manifest.base_model or ref.name,
+        parent=ref.name,
+        backend="onnx" if backend == "onnx" else "torch",
+        file=file,
+        dtype=config.dtype,
+        dim=model.get_sentence_embedding_dimension(),
+        max_seq_length=model.max_seq_length,
+        adapter={**adapter, "merged": True} if adapter else None,
+        quantization=record,
+        eval={},
+        files_sha256={},
+        created=None,
+    )

@@ -1,0 +1,274 @@
+"""`embedops quantize` on a tiny real model: ONNX int8/int4 and fp16 artifacts that load through
+embedops.models.load, the drift gate, LoRA merging, and every bad-input case (exit 2, nothing written)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedops.artifact import Manifest, read_manifest
+from embedops.cli import main
+from embedops.models import load
+
+SENTENCES = ["the cat sat on the mat", "stock markets fell sharply", "how do I reset my password?"]
+
+
+@pytest.fixture(scope="module")
+def int8_artifact(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("q") / "tiny-int8"
+    assert main(["quantize", "--model-path", str(tiny_model_dir), "--output", str(output), "--dtype", "int8"]) == 0
+    return output
+
+
+def staging_left(output: Path) -> list[Path]:
+    return list(output.parent.glob(f".{output.name}.*"))
+
+
+def test_int8_artifact_is_onnx_only_and_described(int8_artifact: Path, tiny_model_dir: Path) -> None:
+    manifest = read_manifest(int8_artifact)
+    assert manifest.kind == "quantized" and manifest.backend == "onnx" and manifest.dtype == "int8"
+    assert manifest.file.startswith("onnx/model_qint8_") and (int8_artifact / manifest.file).is_file()
+    assert manifest.parent == str(tiny_model_dir) and manifest.normalize and manifest.dim == 32
+    quantization = manifest.quantization
+    assert quantization["method"] == "onnx-dynamic-int8" and quantization["source"] == str(tiny_model_dir)
+    assert {"mean_cosine", "p5_cosine", "min_cosine", "top10_overlap", "drift"} <= set(quantization["drift"])
+    assert not list(int8_artifact.glob("*.safetensors"))  # no torch weights riding along
+    assert [p.name for p in (int8_artifact / "onnx").iterdir()] == [Path(manifest.file).name]
+
+
+def test_int8_artifact_encodes_like_its_source(int8_artifact: Path, tiny_model_dir: Path) -> None:
+    quantized, source = load(int8_artifact), load(tiny_model_dir)
+    ours = quantized.encode(SENTENCES, normalize_embeddings=True)
+    theirs = source.encode(SENTENCES, normalize_embeddings=True)
+    assert ours.shape == (3, 32)
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1, atol=1e-4)  # Normalize module kept
+    assert (ours * theirs).sum(1).min() > 0.9
+    assert quantized.max_seq_length == source.max_seq_length == 64
+
+
+def test_int8_artifact_loads_as_a_plain_onnx_session(int8_artifact: Path) -> None:
+    import onnxruntime as ort
+
+    manifest = read_manifest(int8_artifact)
+    session = ort.InferenceSession(str(int8_artifact / manifest.file), providers=["CPUExecutionProvider"])
+    assert {i.name for i in session.get_inputs()} == {"input_ids", "attention_mask", "token_type_ids"}
+    assert session.get_outputs()[0].name == "last_hidden_state"
+
+
+def test_int4_is_smaller_than_int8(int8_artifact: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnx_ir", reason="ONNX Runtime's 4-bit quantizer needs onnx-ir")
+    output = tmp_path / "tiny-int4"
+    code = main(
+        [
+            "quantize",
+            "--model-path",
+            str(tiny_model_dir),
+            "--output",
+            str(output),
+            "--dtype",
+            "int4",
+            "--block-size",
+            "16",
+        ]
+    )
+    assert code == 0
+    manifest = read_manifest(output)
+    assert manifest.dtype == "int4" and manifest.quantization["method"] == "onnx-matmulnbits-int4"
+    int8_file = int8_artifact / read_manifest(int8_artifact).file
+    assert (output / manifest.file).stat().st_size < int8_file.stat().st_size
+    assert load(output).encode(SENTENCES).shape == (3, 32)
+
+
+def test_fp16_keeps_torch_weights_in_half_precision(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    output = tmp_path / "tiny-fp16"
+    assert main(["quantize", "--model-path", str(tiny_model_dir), "--output", str(output), "--dtype", "fp16"]) == 0
+    manifest = read_manifest(output)
+    assert manifest.backend == "torch" and manifest.dtype == "fp16" and manifest.file is None
+    with safe_open(str(output / "model.safetensors"), "pt") as weights:
+        assert {str(weights.get_tensor(name).dtype) for name in weights.keys()} == {"torch.float16"}  # noqa: SIM118
+    assert manifest.quantization["drift"]["mean_cosine"] > 0.99
+
+
+def test_drift_gate_fails_and_publishes_nothing(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    output = tmp_path / "gated"
+    code = main(
+        [
+            "quantize",
+            "--model-path",
+            str(tiny_model_dir),
+            "--output",
+            str(output),
+            "--dtype",
+            "int8",
+            "--max-drift",
+            "0",
+        ]
+    )
+    assert code == 1
+    assert "FAILED" in capsys.readouterr().err
+    assert not output.exists() and not staging_left(output)
+
+
+def test_drift_gate_passes_within_limit(tiny_model_dir: Path, tmp_path: Path) -> None:
+    output = tmp_path / "gated-ok"
+    code = main(
+        [
+            "quantize",
+            "--model-path",
+            str(tiny_model_dir),
+            "--output",
+            str(output),
+            "--dtype",
+            "fp16",
+            "--max-drift",
+            "0.02",
+            "--json",
+        ]
+    )
+    assert code == 0 and read_manifest(output).quantization["drift"]["drift"] <= 0.02
+
+
+def test_check_data_is_the_drift_sample(tiny_model_dir: Path, tmp_path: Path) -> None:
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(
+        "".join(json.dumps({"text_a": f"question {i}", "text_b": f"answer {i}"}) + "\n" for i in range(8)),
+        encoding="utf-8",
+    )
+    output = tmp_path / "checked"
+    assert (
+        main(
+            [
+                "quantize",
+                "--model-path",
+                str(tiny_model_dir),
+                "--output",
+                str(output),
+                "--dtype",
+                "bf16",
+                "--check-data",
+                str(pairs),
+            ]
+        )
+        == 0
+    )
+    drift = read_manifest(output).quantization["drift"]
+    assert drift["samples"] == 16 and drift["source"] == str(pairs)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--model-path", "{tmp}/missing"], "does not exist"),
+        (["--model-path", "{tmp}/not-a-model"], "not a model directory"),
+        (["--model-path", "{tiny}", "--dtype", "fp16", "--backend", "onnx"], "--backend torch"),
+        (["--model-path", "{tiny}", "--dtype", "int8", "--backend", "torch"], "--backend onnx"),
+        (["--model-path", "{tiny}", "--backend", "bnb"], "--backend onnx"),
+        (["--model-path", "{tiny}", "--check-data", "{tmp}/absent.tsv"], "no such file"),
+        (["--model-path", "{tiny}", "--output", "{tmp}/taken"], "already exists"),
+    ],
+)
+def test_bad_input_exits_2_and_writes_nothing(
+    flags: list[str], message: str, tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:
+    (tmp_path / "not-a-model").mkdir()
+    (tmp_path / "not-a-model" / "notes.txt").write_text("hello")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("mine")
+    args = [f.format(tmp=tmp_path, tiny=tiny_model_dir) for f in flags]
+    output = args[args.index("--output") + 1] if "--output" in args else str(tmp_path / "out")
+    if "--output" not in args:
+        args += ["--output", output]
+    if "bnb" in args:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA; the no-CUDA error path cannot be shown")
+    assert main(["quantize", *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not Path(output).exists() or (Path(output) / "keep.txt").read_text() == "mine"
+    assert not staging_left(Path(output))
+
+
+def test_quantized_artifact_is_not_quantized_again(int8_artifact: Path, tmp_path: Path, capsys) -> None:
+    assert main(["quantize", "--model-path", str(int8_artifact), "--output", str(tmp_path / "again")]) == 2
+    assert "already quantized" in capsys.readouterr().err
+
+
+def test_lora_adapter_is_merged_first(tiny_model_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("peft")
+    from peft import LoraConfig, TaskType
+
+    from embedops.artifact import ArtifactBuilder
+
+    adapter_dir = tmp_path / "adapter"
+    model = load(tiny_model_dir)
+    model.add_adapter(
+        LoraConfig(
+            task_type=TaskType.FEATURE_EXTRACTION,
+            r=4,
+            lora_alpha=32,
+            target_modules=["query", "value"],
+            init_lora_weights=False,
+        )
+    )
+    with ArtifactBuilder(adapter_dir) as builder:
+        model.save(str(builder.path), create_model_card=False)
+        builder.publish(
+            Manifest(
+                kind="finetuned",
+                base_model=str(tiny_model_dir),
+                dim=32,
+                max_seq_length=64,
+                pooling="mean",
+                normalize=True,
+                adapter={"type": "lora", "r": 4, "merged": False, "base": str(tiny_model_dir)},
+            )
+        )
+    output = tmp_path / "adapter-int8"
+    assert main(["quantize", "--model-path", str(adapter_dir), "--output", str(output)]) == 0
+    assert read_manifest(output).adapter["merged"] is True
+    quantized = load(output).encode(SENTENCES, normalize_embeddings=True)
+    tuned = load(adapter_dir).encode(SENTENCES, normalize_embeddings=True)
+    base = load(tiny_model_dir).encode(SENTENCES, normalize_embeddings=True)
+    assert (quantized * tuned).sum(1).mean() > (quantized * base).sum(1).mean()
+
+
+def test_killed_quantization_leaves_nothing(tiny_model_dir: Path, tmp_path: Path) -> None:
+    output = tmp_path / "killed"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "embedops",
+            "quantize",
+            "--model-path",
+            str(tiny_model_dir),
+            "--output",
+            str(output),
+            "--dtype",
+            "int8",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    deadline = time.monotonic() + 120
+    while not staging_left(output) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "quantization ended before it could be killed mid-way"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not output.exists()
+    # The next run for the same target removes the dead process's staging directory and succeeds.
+    assert main(["quantize", "--model-path", str(tiny_model_dir), "--output", str(output), "--dtype", "fp16"]) == 0
+    assert not staging_left(output)

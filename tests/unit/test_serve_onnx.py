@@ -1,0 +1,30 @@
+"""The engine picks ONNX Runtime from the manifest of an int8 artifact made by `embedops quantize`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedops.models import load, resolve
+from embedops.serve.engine import Engine
+
+
+@pytest.fixture(scope="module")
+def onnx_artifact(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("onnxruntime")
+    from embedops.quantize.config import QuantizeConfig
+    from embedops.quantize.pipeline import quantize
+
+    target = tmp_path_factory.mktemp("onnx") / "tiny-int8"
+    quantize(QuantizeConfig(model_path=str(tiny_model_dir), output=str(target), dtype="int8", check_samples=8))
+    return target
+
+
+def test_onnx_artifact_is_served_by_onnxruntime(onnx_artifact: Path) -> None:
+    engine = Engine(resolve(onnx_artifact), device="cpu")
+    assert (engine.info.backend, engine.info.dtype, engine.info.dim) == ("onnx", "int8", 32)
+    texts = ["hello world", "a longer sentence to pad the batch " * 3]
+    served = engine.embed(engine.tokenize(texts, truncate=True))
+    np.testing.assert_allclose(served, load(onnx_artifact, device="cpu").encode(texts), atol=1e-5)
