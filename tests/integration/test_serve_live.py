@@ -133,6 +133,36 @@ def test_endpoint_encoder_for_evaluation(live: tuple[str, subprocess.Popen[bytes
     assert encoder.name == url
 
 
+def test_eval_compares_a_live_endpoint_with_the_model_it_serves(
+    live: tuple[str, subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """A/B of production against a candidate: `embedops eval --model DIR --model URL` in one call."""
+
+    from embedops.cli import main
+    from embedops.models import resolve
+
+    url, _ = live
+    triples = tmp_path / "triples.tsv"
+    topics = ["backup", "login", "upload", "billing", "search", "printer"]
+    triples.write_text(
+        "".join(
+            f"how to fix {t} issue {i}\t{t} issue {i} is fixed by a restart\t{topics[i - 1]} page\n"
+            for i, t in enumerate(topics)
+        )
+    )
+    report = tmp_path / "ab.json"
+    model_dir = str(resolve("sentence-transformers/all-MiniLM-L6-v2").path)
+    assert (
+        main(["eval", "--model", model_dir, "--model", f"{url}/embed", "--data", str(triples), "--json", str(report)])
+        == 0
+    )
+    models = json.loads(report.read_text())["models"]
+    local, served = (entry["metrics"] for entry in models)
+    assert local.keys() == served.keys()
+    for metric, value in local.items():
+        assert served[metric] == pytest.approx(value, abs=1e-6), metric
+
+
 def test_burst_of_four_times_capacity(live: tuple[str, subprocess.Popen[bytes]], reference_model) -> None:
     url, _ = live
     texts = [f"{TEXT} request {i}" for i in range(8)]

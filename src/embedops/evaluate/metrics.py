@@ -6,9 +6,9 @@ encoder (artifact, ONNX, live endpoint). The definitions are the evaluator's, te
 (binary relevance; MAP@k divides by min(k, #relevant)); tests hold the two equal on real data.
 
 Every metric depends only on where the relevant documents land in the ranking, so instead of sorting
-each query's whole corpus we count, for each relevant document, the non-relevant ones scoring
-strictly higher. Ties therefore go to the relevant document, which makes results independent of
-corpus order.
+each query's whole corpus we count, for each relevant document, the non-relevant ones scoring at
+least as high. Ties thus count against the model: results do not depend on corpus order, and a
+collapsed model (every vector alike) scores as badly as it is, not perfectly.
 """
 
 from __future__ import annotations
@@ -32,9 +32,7 @@ def parse_rank_metric(name: str) -> tuple[str, int] | None:
     return (match.group(1), int(match.group(2))) if match else None
 
 
-def relevant_positions(
-    queries: np.ndarray, documents: np.ndarray, relevant: Sequence[np.ndarray]
-) -> np.ndarray:
+def relevant_positions(queries: np.ndarray, documents: np.ndarray, relevant: Sequence[np.ndarray]) -> np.ndarray:
     """0-based rank of each query's relevant documents, ascending, padded with inf.
 
     `relevant[q]` holds the indices into `documents` that are relevant to query q (at least one).
@@ -47,16 +45,11 @@ def relevant_positions(
         for offset, row in enumerate(scores):
             q = start + offset
             own = np.sort(row[relevant[q]])[::-1]
-            higher = (row[None, :] > own[:, None]).sum(axis=1)
-            # The j-th best relevant document sits below the j relevant ones before it.
-            positions[q, : len(own)] = _non_relevant_above(higher, own) + np.arange(len(own))
+            at_least = (row[None, :] >= own[:, None]).sum(axis=1)
+            non_relevant = at_least - (own[None, :] >= own[:, None]).sum(axis=1)
+            # The j-th best relevant document also sits below the j relevant ones before it.
+            positions[q, : len(own)] = non_relevant + np.arange(len(own))
     return positions
-
-
-def _non_relevant_above(higher: np.ndarray, own: np.ndarray) -> np.ndarray:
-    """How many non-relevant documents score above each relevant score in `own` (sorted descending)."""
-    relevant_above = (own[None, :] > own[:, None]).sum(axis=1)
-    return higher - relevant_above
 
 
 def ranking_metrics(positions: np.ndarray, names: Iterable[str]) -> dict[str, float]:

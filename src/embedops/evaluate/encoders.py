@@ -1,0 +1,90 @@
+"""What `eval --model` accepts: anything that turns texts into vectors.
+
+An `Encoder` is a name plus `encode(texts, batch_size)`. Models (artifact directories of any backend,
+plain SentenceTransformer directories, hub ids) are loaded through `embedops.models.load` only; a live
+endpoint becomes one more `Encoder` kind, opened by URL in `open_encoder`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import numpy as np
+
+from embedops.models import ModelRef, resolve
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+# Texts per encoder call: large enough to keep batches full, small enough for a smooth progress bar.
+_CALL_BATCHES = 16
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Turns texts into one vector each; `name` labels it in tables and reports."""
+
+    name: str
+
+    def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray: ...
+
+
+class ModelEncoder:
+    """A model reference, resolved now (cheap, fails fast) and loaded on first use."""
+
+    def __init__(self, reference: str, *, device: str | None = None) -> None:
+        self.name = reference
+        self.ref: ModelRef = resolve(reference)
+        self.device = device
+        self._model: SentenceTransformer | None = None
+
+    @property
+    def artifact_dir(self) -> Path | None:
+        """Where to record results: only embedops artifacts carry a manifest to write into."""
+        return self.ref.path if self.ref.source == "artifact" else None
+
+    def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+        if self._model is None:
+            from embedops.models import load
+
+            self._model = load(self.ref, device=self.device)
+        return self._model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+
+    def close(self) -> None:
+        """Drop the weights, so comparing several models holds one in memory at a time."""
+        self._model = None
+
+
+def open_encoder(reference: str, *, device: str | None = None) -> Encoder:
+    """The encoder for one `--model` value."""
+    if reference.startswith(("http://", "https://")):
+        from embedops.serve.client import EndpointEncoder
+
+        return EndpointEncoder(reference, api_key=os.environ.get("EMBEDOPS_API_KEY"))
+    return ModelEncoder(reference, device=device)
+
+
+def embed(encoder: Encoder, texts: Sequence[str], *, batch_size: int, label: str) -> np.ndarray:
+    """L2-normalised embeddings of `texts`, encoded longest first with a progress bar on stderr.
+
+    Sorting by length keeps padding low whatever the encoder; the order is restored at the end.
+    """
+    from tqdm.auto import tqdm
+
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    step = batch_size * _CALL_BATCHES
+    parts: list[np.ndarray] = []
+    with tqdm(total=len(texts), desc=label, unit="text", file=sys.stderr, leave=False) as bar:
+        for start in range(0, len(order), step):
+            chunk = [texts[i] for i in order[start : start + step]]
+            parts.append(np.asarray(encoder.encode(chunk, batch_size), dtype=np.float32))
+            bar.update(len(chunk))
+    encoded = np.concatenate(parts)
+    vectors = np.empty_like(encoded)
+    vectors[order] = encoded
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms == 0, 1.0, norms)
