@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         required=True,
         metavar="MODEL",
-        help="artifact directory, SentenceTransformer directory, hub id or http://host:port/embed; repeat (first: baseline)",
+        help="artifact directory, SentenceTransformer directory, hub id or http://host:port/embed; "
+        "repeat (first: baseline)",
     )
     parser.add_argument(
         "--data",
