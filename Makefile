@@ -22,7 +22,7 @@ PORT ?= 8000
 NORMALIZE ?=
 FORCE ?=
 
-.PHONY: help install train-deps embed-finetune embed-merge embed-quantize embed-serve demo test lint bench clean
+.PHONY: help install train-deps embed-finetune embed-merge embed-quantize embed-eval embed-serve demo test lint bench clean
 
 help:
 	@echo "make demo                 fine-tune the bundled model on the bundled sample data and show the gain"
@@ -30,6 +30,7 @@ help:
 	@echo "make train-deps           install runtime + training dependencies into $(VENV)"
 	@echo "make embed-finetune DATA=… OUTPUT=… [EPOCHS= BATCH= LR= USE_LORA=1 BASE=…]"
 	@echo "make embed-quantize MODEL=… OUTPUT=… DTYPE=int8|int4|fp16|bf16"
+	@echo "make embed-eval MODEL=… DATA=…      (pairs/triples file, BEIR directory or STS file)"
 	@echo "make embed-serve MODEL=… PORT=8000 NORMALIZE=1"
 
 $(BIN)/python:
@@ -64,6 +65,9 @@ embed-quantize: $(VENV)/.train-$(PINS)
 	$(BIN)/embedops quantize --model-path "$(MODEL)" --output "$(OUTPUT)" --dtype "$(DTYPE)" \
 	  $(if $(filter 1 true yes,$(FORCE)),--force)
 
+embed-eval: $(VENV)/.train-$(PINS)
+	$(BIN)/embedops eval --model "$(MODEL)" --data "$(DATA)"
+
 embed-serve: $(VENV)/.runtime-$(PINS)
 	$(BIN)/embedops serve $(if $(MODEL),--model "$(MODEL)") --port "$(PORT)" \
 	  $(if $(filter 1 true yes,$(NORMALIZE)),--normalize)
@@ -81,6 +85,9 @@ lint: $(VENV)/.dev-$(PINS)
 
 bench: $(VENV)/.dev-$(PINS)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/train_bench.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/eval_bench.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/quantize_bench.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/serve_bench.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
