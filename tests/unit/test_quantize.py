@@ -81,10 +81,55 @@ def test_int4_is_smaller_than_int8(int8_artifact: Path, tiny_model_dir: Path, tm
     )
     assert code == 0
     manifest = read_manifest(output)
-    assert manifest.dtype == "int4" and manifest.quantization["method"] == "onnx-matmulnbits-int4"
+    quantization = manifest.quantization
+    assert manifest.dtype == "int4" and quantization["method"] == "onnx-weight-only-int4-embeddings-int8-matmuls"
+    assert quantization["embeddings"] == {
+        "op": "GatherBlockQuantized",
+        "bits": 4,
+        "block_size": 16,
+        "symmetric": True,
+    }
+    assert quantization["matmuls"]["bits"] == 8 and quantization["matmuls"]["block_size"] == 32  # hidden size 32
     int8_file = int8_artifact / read_manifest(int8_artifact).file
     assert (output / manifest.file).stat().st_size < int8_file.stat().st_size
-    assert load(output).encode(SENTENCES).shape == (3, 32)
+    assert_int4_graph(output / manifest.file, embedding_block=16, matmul_block=32)
+    quantized = load(output).encode(SENTENCES, normalize_embeddings=True)
+    source = load(tiny_model_dir).encode(SENTENCES, normalize_embeddings=True)
+    assert quantized.shape == (3, 32) and (quantized * source).sum(1).min() > 0.9
+
+
+def assert_int4_graph(path: Path, *, embedding_block: int, matmul_block: int) -> None:
+    """4-bit embedding tables, 8-bit MatMul weights, and no full-precision weight matrix left behind."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    weights = {initializer.name for initializer in graph.initializer}
+
+    def attributes(op_type: str) -> list[dict]:
+        return [
+            {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            for node in graph.node
+            if node.op_type == op_type
+        ]
+
+    gathers, matmuls = attributes("GatherBlockQuantized"), attributes("MatMulNBits")
+    assert gathers and all(a["block_size"] == embedding_block and a.get("bits", 4) == 4 for a in gathers)
+    assert matmuls and all(a["bits"] == 8 and a["block_size"] == matmul_block for a in matmuls)
+    assert not [node for node in graph.node if node.op_type == "Gather" and node.input[0] in weights]
+    assert not [node for node in graph.node if node.op_type == "MatMul" and node.input[1] in weights]
+
+
+@pytest.mark.parametrize(("depths", "block"), [((384, 1536), 128), ((32, 64), 32), ((48,), 32), ((8,), 16)])
+def test_matmul_block_fits_the_shortest_weight(depths: tuple[int, ...], block: int) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    from embedops.quantize.onnx_int import _matmul_block
+
+    nodes = [helper.make_node("MatMul", ["x", f"w{i}"], [f"y{i}"]) for i in range(len(depths))]
+    weights = [helper.make_tensor(f"w{i}", TensorProto.FLOAT, [k, 4], [0.0] * 4 * k) for i, k in enumerate(depths)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1])], [], weights)
+    assert _matmul_block(onnx.helper.make_model(graph)) == block
 
 
 def test_fp16_keeps_torch_weights_in_half_precision(tiny_model_dir: Path, tmp_path: Path) -> None:
