@@ -31,7 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=("auto", "avx512_vnni", "avx512", "avx2", "arm64"),
         help="int8 kernel configuration (default: the CPU this runs on)",
     )
-    parser.add_argument("--block-size", type=int, default=32, help="int4: embedding-table weights per 4-bit block (default 32)")
+    parser.add_argument(
+        "--block-size", type=int, default=32, help="int4: embedding-table weights per 4-bit block (default 32)"
+    )
     drift = parser.add_argument_group("drift check")
     drift.add_argument("--check-data", metavar="FILE", help="pairs file to compare on (default: built-in sentences)")
     drift.add_argument("--check-samples", type=int, default=500, metavar="N", help="texts to compare at most")
