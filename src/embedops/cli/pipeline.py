@@ -1,0 +1,85 @@
+"""`embedops pipeline`: fine-tune, evaluate, quantize and evaluate again under one directory, with gates
+and a report; re-running with unchanged inputs reuses the finished stages."""
+
+from __future__ import annotations
+
+import argparse
+
+from embedops.models import DEFAULT_MODEL
+
+ORDER = 40
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "pipeline",
+        help="one reproducible run: hold-out split, fine-tune, evaluate, quantize, gates and a report",
+        description="Run data -> finetune -> eval -> quantize -> eval under --output and write report.md/.html. "
+        "Stages whose inputs are unchanged since the last run are reused. Exit 1 when a gate fails.",
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", required=True, help="training pairs/triplets: .tsv, .csv or .jsonl")
+    data.add_argument(
+        "--eval-data",
+        metavar="BEIR_DIR|TRIPLES",
+        help="evaluation data (default: hold out --eval-fraction of --data, no text on both sides)",
+    )
+    data.add_argument("--eval-split", default="test", help="split of a BEIR directory (default: test)")
+    data.add_argument("--eval-fraction", type=float, default=0.1, help="share held out without --eval-data")
+    model = parser.add_argument_group("model")
+    model.add_argument("--base-model", default=DEFAULT_MODEL, help=f"model reference (default: {DEFAULT_MODEL})")
+    model.add_argument("--output", required=True, help="run directory: artifacts, pipeline.json, report")
+    model.add_argument("--use-lora", action="store_true", help="train a LoRA adapter instead of all weights")
+    model.add_argument("--quantize", default="int8", choices=("int8", "int4", "none"), help="default: int8 (ONNX)")
+    train = parser.add_argument_group("training recipe (chosen from the number of pairs when not given)")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--seed", type=int, default=42, help="split, data order and initialisation")
+    train.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
+    gates = parser.add_argument_group("quality gates")
+    gates.add_argument(
+        "--gate",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="e.g. 'ndcg@10>=+0.5' (signed: points over the base model) or 'ndcg@10>=0.6' (absolute); repeatable",
+    )
+    gates.add_argument("--max-drift", type=float, metavar="D", help="refuse a quantized model whose 1 - cosine > D")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from embedops.evaluate import EvalResult, ModelResult
+    from embedops.evaluate.report import format_table
+    from embedops.pipeline import PipelineConfig, run_pipeline
+    from embedops.pipeline.report import MODELS
+
+    config = PipelineConfig(
+        data=args.data,
+        output=args.output,
+        base_model=args.base_model,
+        eval_data=args.eval_data,
+        eval_split=args.eval_split,
+        eval_fraction=args.eval_fraction,
+        use_lora=args.use_lora,
+        quantize=args.quantize,
+        gates=args.gate,
+        max_drift=args.max_drift,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+    )
+    result = run_pipeline(config)
+    stages = result.document["stages"]
+    scored = [(label, stages[name]["result"]) for label, name in MODELS if name in stages]
+    first = scored[0][1]
+    models = [ModelResult(label, record["metrics"], record["seconds"]) for label, record in scored]
+    print()
+    print(format_table(EvalResult(first["dataset"], first["kind"], first["size"], list(first["metrics"]), models)))
+    reused = [name for name, record in stages.items() if record["status"] == "reused"]
+    print(f"\nstages reused: {', '.join(reused) or 'none'}")
+    print(f"report: {result.report}  (and {result.directory / 'report.md'}, {result.directory / 'pipeline.json'})")
+    return 0

@@ -1,0 +1,133 @@
+"""`pipeline.json`: one record per stage, holding a content hash of the stage's inputs, so a re-run
+can tell a finished stage (same inputs, output still intact) from one that must run again.
+
+The file is rewritten atomically after every stage, so whatever stops the run, it describes exactly
+the stages that finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from embedops import __version__
+from embedops.artifact import hash_files, read_manifest, sha256_file, utc_now
+from embedops.errors import ArtifactError
+from embedops.models import ModelRef
+
+LEDGER_NAME = "pipeline.json"
+LEDGER_FORMAT = 1
+
+
+def content_hash(value: Any) -> str:
+    """sha256 of a JSON-able value with sorted keys: equal inputs give equal hashes across runs."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def artifact_hash(path: Path) -> str | None:
+    """The identity of an artifact's content (its files' sha256, verified), or None if it is absent or
+    altered. The manifest itself is left out: recording eval scores in it must not make it a new model."""
+    try:
+        manifest = read_manifest(path)
+        if manifest is None:
+            return None
+        if hash_files(path) != manifest.files_sha256:
+            return None
+    except (ArtifactError, OSError):
+        return None
+    return content_hash(manifest.files_sha256)
+
+
+def model_hash(ref: ModelRef) -> str:
+    """The identity of any model reference: an artifact's recorded hashes, otherwise its files' hashes."""
+    if ref.source == "artifact":
+        return content_hash(ref.manifest.files_sha256)
+    return content_hash(hash_files(ref.path))
+
+
+def data_hash(path: Path) -> str:
+    """sha256 of a data file, or of every file of a directory (a BEIR corpus, queries and qrels)."""
+    return sha256_file(path) if path.is_file() else content_hash(hash_files(path))
+
+
+@dataclass
+class StageRecord:
+    name: str
+    status: str  # "ran" or "reused"
+    input_hash: str
+    inputs: dict[str, Any]
+    output: str | None
+    output_hash: str | None
+    seconds: float
+    result: dict[str, Any] = field(default_factory=dict)
+    finished: str = field(default_factory=utc_now)
+
+
+class Ledger:
+    """The previous run's records (to reuse) and this run's document (written after every stage)."""
+
+    def __init__(self, directory: Path, config: dict[str, Any]) -> None:
+        self.path = directory / LEDGER_NAME
+        self.previous = self._read_previous()
+        self.document: dict[str, Any] = {
+            "format": LEDGER_FORMAT,
+            "embedops": __version__,
+            "status": "running",
+            "failure": None,
+            "started": utc_now(),
+            "config": config,
+            "stages": {},
+            "gates": [],
+        }
+
+    def _read_previous(self) -> dict[str, dict[str, Any]]:
+        """Stage records of the last run; an unreadable file only means nothing can be reused."""
+        try:
+            document = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            return {}
+        if not isinstance(document, dict) or document.get("format") != LEDGER_FORMAT:
+            return {}
+        stages = document.get("stages")
+        return stages if isinstance(stages, dict) else {}
+
+    def save(self) -> None:
+        self.document["updated"] = utc_now()
+        staging = self.path.with_name(f".{LEDGER_NAME}.{os.getpid()}.tmp")
+        staging.write_text(json.dumps(self.document, indent=2) + "\n", encoding="utf-8")
+        os.replace(staging, self.path)
+
+    def run_stage(
+        self,
+        name: str,
+        inputs: dict[str, Any],
+        work: Callable[[], dict[str, Any]],
+        *,
+        output: Path | None = None,
+        output_hash: Callable[[Path], str | None] = artifact_hash,
+    ) -> StageRecord:
+        """Reuse the stage when its inputs hash as before and its output is intact; otherwise run `work`."""
+        key = content_hash(inputs)
+        previous = self.previous.get(name)
+        current = output_hash(output) if output is not None else None
+        if previous and previous.get("input_hash") == key and previous.get("output_hash") == current:
+            where = str(output) if output else None
+            record = StageRecord(name, "reused", key, inputs, where, current, 0.0, previous["result"])
+            print(f"{name}: reused" + (f" {output}" if output else "") + f" (inputs {key[:12]})", flush=True)
+        else:
+            print(f"{name}: running", flush=True)
+            started = time.perf_counter()
+            result = work()
+            seconds = round(time.perf_counter() - started, 2)
+            current = output_hash(output) if output is not None else None
+            record = StageRecord(name, "ran", key, inputs, str(output) if output else None, current, seconds, result)
+            print(f"{name}: done in {seconds:.1f} s", flush=True)
+        self.document["stages"][name] = asdict(record)
+        self.save()
+        return record

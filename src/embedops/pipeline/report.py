@@ -1,0 +1,297 @@
+"""report.md and report.html from pipeline.json: one list of blocks, rendered twice.
+
+The HTML is self-contained (inline CSS, the loss curve as a base64 data URI), so it can be mailed,
+attached to a CI run or opened offline; the markdown links the PNG beside it instead. No markdown or
+template library is used: the document is a handful of headings, tables and code blocks, and both
+renderers together are shorter than the glue a library would need.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from embedops.errors import EmbedopsError
+from embedops.models import resolve
+from embedops.pipeline.stages import directory_size
+
+MODELS = (("base", "eval-base"), ("fine-tuned", "eval-finetuned"), ("quantized", "eval-quantized"))
+
+
+@dataclass(frozen=True)
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass(frozen=True)
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+
+
+@dataclass(frozen=True)
+class Image:
+    path: Path  # relative to the report's directory
+    alt: str
+
+
+@dataclass(frozen=True)
+class Code:
+    text: str
+
+
+Block = str | Heading | Table | Image | Code
+
+
+def _megabytes(path: Path) -> str:
+    return f"{directory_size(path) / 1e6:.1f} MB" if path.is_dir() else "-"
+
+
+def _status(document: dict[str, Any]) -> str:
+    if document["status"] == "passed":
+        count = len(document["gates"])
+        return f"**Passed**: every stage finished; {count} gate check(s) held." if count else "**Passed**."
+    return f"**Stopped**: {document['failure']}"
+
+
+def _data_blocks(document: dict[str, Any]) -> list[Block]:
+    data, config = document.get("data") or {}, document["config"]
+    rows = [
+        ["training file", f"`{data.get('data')}`"],
+        ["sha256", f"`{str(data.get('sha256'))[:16]}…`"],
+        ["pairs", f"{data.get('pairs')} ({data.get('with_negative')} with a hard negative)"],
+        ["mean length (chars)", f"anchor {data.get('anchor_chars')}, positive {data.get('positive_chars')}"],
+    ]
+    if config["eval_data"]:
+        rows += [["training pairs", str(data.get("train_pairs"))], ["evaluation data", f"`{config['eval_data']}`"]]
+    else:
+        rows += [
+            ["training / held out", f"{data.get('train_pairs')} / {data.get('eval_pairs')} pairs"],
+            ["hold-out", f"{data.get('groups')} groups of shared texts, whole groups held out (no leakage)"],
+        ]
+    return [Heading("Data"), Table(["", "value"], rows)]
+
+
+def _training_blocks(directory: Path, document: dict[str, Any]) -> list[Block]:
+    recipe = document["recipe"]
+    blocks: list[Block] = [
+        Heading("Recipe"),
+        Table(
+            ["epochs", "batch size", "learning rate"],
+            [[str(recipe["epochs"]), str(recipe["batch_size"]), f"{recipe['lr']:g}"]],
+        ),
+        "\n".join(f"- {line}" for line in recipe["why"]),
+    ]
+    training = document["stages"].get("finetune", {}).get("result")
+    if training:
+        blocks += [
+            Heading("Training"),
+            f"{training['steps']} steps over {training['pairs']} pairs in {training['seconds']} s.",
+        ]
+        loss = directory / "finetuned" / "loss.png"
+        if loss.is_file():
+            blocks.append(Image(loss.relative_to(directory), "training loss per step"))
+    return blocks
+
+
+def _metric_blocks(document: dict[str, Any]) -> list[Block]:
+    stages = document["stages"]
+    scored = [(label, stages[stage]["result"]) for label, stage in MODELS if stage in stages]
+    if not scored:
+        return []
+    base = scored[0][1]["metrics"]
+    header = ["metric", *(label for label, _ in scored)]
+    rows = []
+    for metric, value in base.items():
+        row = [metric, f"{value * 100:.2f}"]
+        for _, result in scored[1:]:
+            score = result["metrics"][metric]
+            row.append(f"{score * 100:.2f} ({(score - value) * 100:+.2f})")
+        rows.append(row)
+    size = ", ".join(f"{count} {name}" for name, count in (scored[0][1].get("size") or {}).items())
+    blocks: list[Block] = [
+        Heading("Evaluation"),
+        f"`{scored[0][1]['dataset']}` ({scored[0][1]['kind']}: {size}). Scores x100; (delta) in points against "
+        "the base model.",
+        Table(header, rows),
+    ]
+    if document["gates"]:
+        blocks.append(
+            Table(
+                ["gate", "model", "result"],
+                [
+                    [f"`{g['gate']}`", g["model"], ("passed - " if g["passed"] else "FAILED - ") + g["detail"]]
+                    for g in document["gates"]
+                ],
+            )
+        )
+    return blocks
+
+
+def _quantization_blocks(document: dict[str, Any]) -> list[Block]:
+    stage = document["stages"].get("quantize")
+    if not stage:
+        return []
+    result, limit = stage["result"], document["config"]["max_drift"]
+    drift = result["drift"]
+    verdict = f"within --max-drift {limit:g}" if limit is not None else "measured (no --max-drift limit)"
+    return [
+        Heading("Quantization"),
+        f"{result['method']} (`{result['file']}`): drift {drift['drift']:.4f} (1 - mean cosine), {verdict}.",
+        Table(
+            ["mean cosine", "p5 cosine", "min cosine", "top-10 overlap", "texts"],
+            [
+                [
+                    f"{drift['mean_cosine']:.4f}",
+                    f"{drift['p5_cosine']:.4f}",
+                    f"{drift['min_cosine']:.4f}",
+                    f"{drift['top10_overlap']:.1%}",
+                    f"{drift['samples']} training texts",
+                ]
+            ],
+        ),
+    ]
+
+
+def _artifact_blocks(directory: Path, document: dict[str, Any]) -> list[Block]:
+    stages = document["stages"]
+    try:
+        base_path = resolve(document["config"]["base_model"]).path
+    except EmbedopsError:
+        base_path = None
+    rows = [["base", f"`{document['config']['base_model']}`", _megabytes(base_path) if base_path else "-", "-"]]
+    for name, stage in (("fine-tuned", "finetune"), ("quantized", "quantize")):
+        if stage in stages:
+            path = directory / ("finetuned" if stage == "finetune" else "quantized")
+            rows.append([name, f"`{path}`", _megabytes(path), stages[stage]["status"]])
+    stage_rows = [
+        [name, record["status"], f"{record['seconds']:.1f}", f"`{record['input_hash'][:12]}`"]
+        for name, record in stages.items()
+    ]
+    return [
+        Heading("Artifacts"),
+        Table(["model", "path", "size", "this run"], rows),
+        Table(["stage", "this run", "seconds", "inputs hash"], stage_rows),
+    ]
+
+
+def _command_blocks(directory: Path, document: dict[str, Any]) -> list[Block]:
+    stages = document["stages"]
+    served = directory / ("quantized" if "quantize" in stages else "finetuned")
+    serve = shlex.join(["embedops", "serve", "--model", str(served), "--port", "8000", "--normalize"])
+    return [
+        Heading("Reproduce and serve"),
+        "Re-running the same command reuses every stage whose inputs are unchanged.",
+        Code(document["commands"]["reproduce"]),
+        Code(serve),
+    ]
+
+
+def build(directory: Path, document: dict[str, Any]) -> list[Block]:
+    return [
+        Heading(f"embedops pipeline: {directory.name}", 1),
+        _status(document),
+        *_data_blocks(document),
+        *_training_blocks(directory, document),
+        *_metric_blocks(document),
+        *_quantization_blocks(document),
+        *_artifact_blocks(directory, document),
+        *_command_blocks(directory, document),
+    ]
+
+
+def _cell_md(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def to_markdown(blocks: list[Block]) -> str:
+    parts = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            parts.append(f"{'#' * block.level} {block.text}")
+        elif isinstance(block, Table):
+            lines = ["| " + " | ".join(map(_cell_md, block.header)) + " |", "|" + "---|" * len(block.header)]
+            lines += ["| " + " | ".join(map(_cell_md, row)) + " |" for row in block.rows]
+            parts.append("\n".join(lines))
+        elif isinstance(block, Image):
+            parts.append(f"![{block.alt}]({block.path.as_posix()})")
+        elif isinstance(block, Code):
+            parts.append(f"```bash\n{block.text}\n```")
+        else:
+            parts.append(block)
+    return "\n\n".join(parts) + "\n"
+
+
+_CSS = """
+body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;
+color:#1f2328}
+h1{font-size:1.6rem;border-bottom:1px solid #d0d7de;padding-bottom:.3rem}h2{font-size:1.2rem;margin-top:2rem}
+table{border-collapse:collapse;margin:.8rem 0}th,td{border:1px solid #d0d7de;padding:.3rem .7rem;text-align:left}
+th{background:#f6f8fa}code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:13px}
+pre{background:#f6f8fa;padding:.8rem;overflow-x:auto;white-space:pre-wrap;word-break:break-all}
+img{max-width:100%;border:1px solid #d0d7de}ul{padding-left:1.3rem}
+"""
+
+
+def _inline_html(text: str) -> str:
+    """Escape, then turn `code` and **bold** spans (the only inline markup the blocks use) into tags."""
+    out, code = [], False
+    for index, part in enumerate(html.escape(text).split("`")):
+        if index:
+            code = not code
+        if code:
+            out.append(f"<code>{part}</code>")
+        else:
+            bold = part.split("**")
+            out.append("".join(f"<strong>{s}</strong>" if i % 2 else s for i, s in enumerate(bold)))
+    return "".join(out)
+
+
+def _paragraph_html(text: str) -> str:
+    lines = text.splitlines()
+    if lines and all(line.startswith("- ") for line in lines):
+        return "<ul>" + "".join(f"<li>{_inline_html(line[2:])}</li>" for line in lines) + "</ul>"
+    return f"<p>{_inline_html(text)}</p>"
+
+
+def to_html(blocks: list[Block], directory: Path, title: str) -> str:
+    parts = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            parts.append(f"<h{block.level}>{_inline_html(block.text)}</h{block.level}>")
+        elif isinstance(block, Table):
+            head = "".join(f"<th>{_inline_html(cell)}</th>" for cell in block.header)
+            body = "".join("<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in row) + "</tr>" for row in block.rows)
+            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif isinstance(block, Image):
+            data = base64.b64encode((directory / block.path).read_bytes()).decode("ascii")
+            parts.append(f'<img alt="{html.escape(block.alt)}" src="data:image/png;base64,{data}">')
+        elif isinstance(block, Code):
+            parts.append(f"<pre><code>{html.escape(block.text)}</code></pre>")
+        else:
+            parts.append(_paragraph_html(block))
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
+    )
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staging.write_text(text, encoding="utf-8")
+    os.replace(staging, path)
+
+
+def write_reports(directory: Path, document: dict[str, Any]) -> Path:
+    """Write report.md and report.html into `directory`; returns the HTML path."""
+    blocks = build(directory, document)
+    _write_atomically(directory / "report.md", to_markdown(blocks))
+    target = directory / "report.html"
+    _write_atomically(target, to_html(blocks, directory, f"embedops pipeline: {directory.name}"))
+    return target

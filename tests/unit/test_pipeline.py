@@ -1,0 +1,222 @@
+"""`embedops pipeline` on the tiny model: a full run, stage reuse, re-running what changed, gates that
+stop the run with valid artifacts left behind, the leak-free hold-out split, the recipe, and the HTML
+report rendered by a real browser where one is installed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from embedops.artifact import read_manifest
+from embedops.cli import main
+from embedops.models import resolve
+from embedops.pipeline.recipe import choose_recipe
+from embedops.pipeline.split import EVAL_FILE, TRAIN_FILE, split_pairs
+
+TOPICS = ["storage", "backup", "network", "login", "upload", "search", "billing", "printer"]
+STAGES = ["data", "finetune", "eval-base", "eval-finetuned", "quantize", "eval-quantized"]
+
+
+def pairs_file(path: Path, count: int, *, wording: str = "restart the service") -> Path:
+    lines = [
+        f"how do I fix {TOPICS[i % len(TOPICS)]} problem number {i}\tto repair {TOPICS[i % len(TOPICS)]} "
+        f"issue {i}, {wording}"
+        for i in range(count)
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def pipeline_args(data: Path, output: Path, tiny_model_dir: Path, *extra: str) -> list[str]:
+    return [
+        "pipeline",
+        "--data",
+        str(data),
+        "--output",
+        str(output),
+        "--base-model",
+        str(tiny_model_dir),
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--eval-fraction",
+        "0.25",
+        *extra,
+    ]
+
+
+def ledger(output: Path) -> dict:
+    return json.loads((output / "pipeline.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def first_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, float]:
+    """One full run (data, finetune, both evals, int8, eval) shared by the tests that read or copy it."""
+    root = tmp_path_factory.mktemp("pipeline")
+    data, output = pairs_file(root / "pairs.tsv", 32), root / "run"
+    started = time.perf_counter()
+    code = main(pipeline_args(data, output, tiny_model_dir, "--gate", "ndcg@10>=-100", "--max-drift", "0.5"))
+    assert code == 0
+    return data, output, time.perf_counter() - started
+
+
+def test_full_run_writes_every_artifact_and_the_report(first_run: tuple[Path, Path, float]) -> None:
+    _, output, _ = first_run
+    document = ledger(output)
+    assert document["status"] == "passed" and list(document["stages"]) == STAGES
+    assert all(record["status"] == "ran" and len(record["input_hash"]) == 64 for record in document["stages"].values())
+    assert document["data"]["train_pairs"] + document["data"]["eval_pairs"] == 32
+    assert document["recipe"]["epochs"] == 1 and any("given" in line for line in document["recipe"]["why"])
+    assert [gate["model"] for gate in document["gates"]] == ["fine-tuned", "quantized"]
+    assert resolve(output / "finetuned").manifest.kind == "finetuned"
+    quantized = resolve(output / "quantized").manifest
+    assert quantized.kind == "quantized" and quantized.dtype == "int8"
+    assert document["stages"]["quantize"]["result"]["drift"] == quantized.quantization["drift"]
+
+    markdown = (output / "report.md").read_text()
+    for section in ("## Data", "## Recipe", "## Training", "## Evaluation", "## Quantization", "## Artifacts"):
+        assert section in markdown
+    assert "![training loss per step](finetuned/loss.png)" in markdown
+    assert "embedops pipeline --data" in markdown and "embedops serve --model" in markdown
+    page = (output / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 1 and "<style>" in page
+    assert "http://" not in page and "https://" not in page  # nothing to fetch: works offline
+
+
+def test_second_run_reuses_every_stage(
+    first_run: tuple[Path, Path, float], tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, output, first_seconds = first_run
+    before = ledger(output)["stages"]
+    started = time.perf_counter()
+    code = main(pipeline_args(data, output, tiny_model_dir, "--gate", "ndcg@10>=-100", "--max-drift", "0.5"))
+    seconds = time.perf_counter() - started
+    printed = capsys.readouterr().out
+    assert code == 0
+    for stage in STAGES[1:]:
+        assert f"{stage}: reused" in printed
+    stages = ledger(output)["stages"]
+    assert all(record["status"] == "reused" for name, record in stages.items() if name != "data")
+    assert stages["finetune"]["output_hash"] == before["finetune"]["output_hash"]
+    assert seconds < first_seconds / 4, (seconds, first_seconds)
+
+
+def test_changed_data_reruns_finetune_and_what_follows(
+    first_run: tuple[Path, Path, float], tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, original, _ = first_run
+    output = tmp_path / "run"
+    shutil.copytree(original, output)
+    changed = pairs_file(tmp_path / "pairs.tsv", 32, wording="then reboot")
+    code = main(pipeline_args(changed, output, tiny_model_dir, "--gate", "ndcg@10>=-100", "--max-drift", "0.5"))
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "finetune: running" in printed and "quantize: running" in printed
+    stages, before = ledger(output)["stages"], ledger(original)["stages"]
+    assert stages["finetune"]["status"] == "ran"
+    assert stages["finetune"]["inputs"]["data_sha256"] != before["finetune"]["inputs"]["data_sha256"]
+    assert stages["eval-base"]["status"] == "ran"  # the held-out side changed with the data
+    assert read_manifest(output / "quantized").parent == str(output / "finetuned")
+    assert not list(output.glob(".finetuned.*")) and not list(output.glob(".quantized.*"))
+
+
+def test_impossible_gate_stops_with_exit_1_and_valid_artifacts(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, output = pairs_file(tmp_path / "pairs.tsv", 24), tmp_path / "run"
+    code = main(pipeline_args(data, output, tiny_model_dir, "--gate", "ndcg@10>=+100"))
+    error = capsys.readouterr().err
+    assert code == 1
+    assert "gate ndcg@10>=+100 failed for fine-tuned: ndcg@10" in error and "points short" in error
+    document = ledger(output)
+    assert document["status"] == "failed" and "ndcg@10>=+100" in document["failure"]
+    assert list(document["stages"]) == ["data", "finetune", "eval-base", "eval-finetuned"]
+    assert resolve(output / "finetuned").manifest.kind == "finetuned"  # verified: every file hash matches
+    assert not (output / "quantized").exists()
+    assert "**Stopped**: gate ndcg@10>=+100 failed" in (output / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("gate", "message"),
+    [
+        ("ndcg@10>=60", "for a gain in points write ndcg@10>=+60"),
+        ("ndcg@10 at least 0.5", "expected METRIC OP NUMBER"),
+        ("recall@5>=0.5", "recall@5 is not among them"),
+    ],
+)
+def test_bad_gate_fails_before_training(
+    gate: str, message: str, tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, output = pairs_file(tmp_path / "pairs.tsv", 16), tmp_path / "run"
+    assert main(pipeline_args(data, output, tiny_model_dir, "--gate", gate)) == 2
+    assert message in capsys.readouterr().err
+    assert not (output / "finetuned").exists()
+
+
+def test_hold_out_keeps_shared_texts_on_one_side(tmp_path: Path) -> None:
+    rows = [f"question {i}\tanswer {i}" for i in range(40)]
+    rows += [f"Question  {i}\tanother answer {i}" for i in range(0, 40, 4)]  # same anchor, other spacing and case
+    rows += [f"rephrased question {i}\tanswer {i}" for i in range(1, 40, 4)]  # same positive
+    data = tmp_path / "pairs.tsv"
+    data.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    summary = split_pairs(data, tmp_path / "split", fraction=0.2, seed=1)
+    sides = [
+        [json.loads(line) for line in (tmp_path / "split" / name).read_text().splitlines()]
+        for name in (TRAIN_FILE, EVAL_FILE)
+    ]
+    assert summary.groups == 40 and summary.train_pairs + summary.eval_pairs == 60
+    assert len(sides[0]) == summary.train_pairs and 8 <= len(sides[1]) <= 12
+
+    def texts(side: list[dict]) -> set[str]:
+        return {" ".join(row[key].casefold().split()) for row in side for key in ("anchor", "positive")}
+
+    assert not texts(sides[0]) & texts(sides[1])
+    assert split_pairs(data, tmp_path / "again", fraction=0.2, seed=1) == summary
+
+
+def test_recipe_follows_the_size_of_the_data() -> None:
+    small = choose_recipe(200, use_lora=False)
+    assert (small.epochs, small.batch_size, small.lr) == (5, 25, 1e-4)
+    assert "small domain set" in small.why[0] and "capped at 25" in small.why[2]
+    assert choose_recipe(3_000, use_lora=False).epochs == 3
+    large = choose_recipe(200_000, use_lora=False)
+    assert (large.epochs, large.batch_size, large.lr) == (1, 64, 2e-5)
+    assert choose_recipe(20_000, use_lora=True).lr == pytest.approx(2e-4)
+    given = choose_recipe(200, use_lora=False, epochs=2, batch_size=16, lr=3e-5)
+    assert (given.epochs, given.batch_size, given.lr) == (2, 16, 3e-5)
+    assert sum("given" in line for line in given.why) == 3
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+def test_report_renders_in_headless_chromium(first_run: tuple[Path, Path, float], tmp_path: Path) -> None:
+    _, output, _ = first_run
+    screenshot = tmp_path / "report.png"
+    subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={screenshot}",
+            "--window-size=1200,2000",
+            (output / "report.html").as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    image = screenshot.read_bytes()
+    assert image.startswith(b"\x89PNG\r\n\x1a\n") and len(image) > 20_000
