@@ -21,32 +21,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from importlib.resources import as_file, files
 
+    from embedops.cli.finetune import add_finetune_arguments
     from embedops.cli.finetune import run as run_finetune
 
     with as_file(files("embedops.resources") / SAMPLE) as sample:
         print(f"fine-tuning the bundled all-MiniLM-L6-v2 on {sample.name} ({args.holdout} pairs held out)\n")
-        finetune_args = argparse.Namespace(
-            data=str(sample),
-            output=args.output,
-            base_model="sentence-transformers/all-MiniLM-L6-v2",
-            epochs=4,
-            batch_size=16,
-            lr=1e-4,
-            use_lora=False,
-            lora_r=16,
-            lora_alpha=32,
-            lora_dropout=0.1,
-            max_seq_length=None,
-            warmup_ratio=0.1,
-            seed=42,
-            loss="mnrl",
-            mini_batch_size=32,
-            save_every=None,
-            resume=False,
-            device=None,
-            precision="auto",
-            eval_sample_size=args.holdout,
-            skip_invalid=False,
-            force=True,
+        # The demo is `embedops finetune` with a recipe for a small domain set: a few epochs at a
+        # higher learning rate than the defaults, which suit large sets.
+        parser = argparse.ArgumentParser()
+        add_finetune_arguments(parser)
+        finetune_args = parser.parse_args(
+            [
+                "--data",
+                str(sample),
+                "--output",
+                args.output,
+                "--epochs",
+                "3",
+                "--batch-size",
+                "32",
+                "--lr",
+                "1e-4",
+                "--eval-sample-size",
+                str(args.holdout),
+                "--force",
+            ]
         )
         return run_finetune(finetune_args)
