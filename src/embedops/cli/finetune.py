@@ -23,9 +23,7 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
 
     data = parser.add_argument_group("data")
     data.add_argument("--data", required=True, help="pairs/triplets file: .tsv, .csv or .jsonl")
-    data.add_argument(
-        "--skip-invalid", action="store_true", help="skip bad lines (counted) instead of failing"
-    )
+    data.add_argument("--skip-invalid", action="store_true", help="skip bad lines (counted) instead of failing")
     data.add_argument(
         "--eval-sample-size",
         type=int,
@@ -33,20 +31,21 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="hold out N pairs and report MRR@10 / Hit@1 before and after training",
     )
+    data.add_argument(
+        "--mine-negatives",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first mine N hard negatives per pair with the base model (see `embedops mine`)",
+    )
     model = parser.add_argument_group("model")
-    model.add_argument(
-        "--base-model", default=DEFAULT_MODEL, help=f"model reference (default: {DEFAULT_MODEL})"
-    )
+    model.add_argument("--base-model", default=DEFAULT_MODEL, help=f"model reference (default: {DEFAULT_MODEL})")
     model.add_argument("--output", required=True, help="artifact directory to create")
-    model.add_argument(
-        "--force", action="store_true", help="replace an existing output artifact / discard checkpoints"
-    )
+    model.add_argument("--force", action="store_true", help="replace an existing output artifact / discard checkpoints")
     model.add_argument("--max-seq-length", type=int, help="truncate inputs to this many tokens")
     train = parser.add_argument_group("training")
     train.add_argument("--epochs", type=int, default=1)
-    train.add_argument(
-        "--batch-size", type=int, default=32, help="pairs per batch (= in-batch negatives + 1)"
-    )
+    train.add_argument("--batch-size", type=int, default=32, help="pairs per batch (= in-batch negatives + 1)")
     train.add_argument("--lr", type=float, help="learning rate (default: 2e-5 full, 2e-4 LoRA)")
     train.add_argument("--warmup-ratio", type=float, default=0.1)
     train.add_argument("--seed", type=int, default=42)
@@ -102,6 +101,7 @@ def config_from_args(args: argparse.Namespace):
         eval_sample_size=args.eval_sample_size,
         skip_invalid=args.skip_invalid,
         force=args.force,
+        mine_negatives=args.mine_negatives,
     )
 
 

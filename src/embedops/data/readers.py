@@ -75,9 +75,7 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise DataError(
-                    path, number, f"not valid UTF-8 (byte {exc.start}); save the file as UTF-8"
-                ) from exc
+                raise DataError(path, number, f"not valid UTF-8 (byte {exc.start}); save the file as UTF-8") from exc
             if number == 1:
                 text = text.removeprefix("\ufeff")
             yield number, text.rstrip("\r\n")
@@ -215,9 +213,7 @@ class PairReader:
             self.stats.with_negative += has_negative
             yield row
         if self.stats.rows == 0:
-            reason = (
-                "file is empty" if self.stats.skipped == 0 else f"all {self.stats.skipped} lines are invalid"
-            )
+            reason = "file is empty" if self.stats.skipped == 0 else f"all {self.stats.skipped} lines are invalid"
             raise DataError(self.path, 1, f"{reason}; expected {_EXPECTED_COLUMNS} per line")
 
 

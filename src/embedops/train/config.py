@@ -44,6 +44,7 @@ class FinetuneConfig:
     eval_sample_size: int = 0
     skip_invalid: bool = False
     force: bool = False
+    mine_negatives: int = 0  # > 0: mine this many hard negatives per pair with the base model first
 
     def __post_init__(self) -> None:
         self.data, self.output = Path(self.data), Path(self.output)
@@ -59,6 +60,7 @@ class FinetuneConfig:
             (self.lora.r >= 1, f"--lora-r must be at least 1, got {self.lora.r}"),
             (0 <= self.lora.dropout < 1, f"--lora-dropout must be in [0, 1), got {self.lora.dropout}"),
             (self.max_seq_length is None or self.max_seq_length >= 8, "--max-seq-length must be at least 8"),
+            (0 <= self.mine_negatives <= 10, f"--mine-negatives must be 0..10, got {self.mine_negatives}"),
         ]
         for ok, message in checks:
             if not ok:

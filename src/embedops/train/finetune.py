@@ -13,7 +13,7 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,9 +58,7 @@ def scan_data(config: FinetuneConfig) -> tuple[ReadStats, str]:
     return reader.stats, digest.hexdigest()
 
 
-def _examples(
-    path: str, skip_invalid: bool, with_negative: bool, data_sha256: str
-) -> Iterator[dict[str, str]]:
+def _examples(path: str, skip_invalid: bool, with_negative: bool, data_sha256: str) -> Iterator[dict[str, str]]:
     # data_sha256 is unused here but part of the arguments, so datasets' cache key changes with the content.
     del data_sha256
     for example in PairReader(path, skip_invalid=skip_invalid):
@@ -94,9 +92,7 @@ def _prepare_work_dir(config: FinetuneConfig, data_sha256: str) -> Path:
     run_key = {"data_sha256": data_sha256, "base_model": config.base_model, "use_lora": config.use_lora}
     if config.resume:
         if not state_path.is_file():
-            raise ConfigError(
-                f"--resume: no interrupted run to continue for {config.output} ({work} is missing)"
-            )
+            raise ConfigError(f"--resume: no interrupted run to continue for {config.output} ({work} is missing)")
         previous = json.loads(state_path.read_text())
         changed = [key for key, value in run_key.items() if previous.get(key) != value]
         if changed:
@@ -115,6 +111,27 @@ def _prepare_work_dir(config: FinetuneConfig, data_sha256: str) -> Path:
     work.mkdir(parents=True)
     state_path.write_text(json.dumps(run_key))
     return work
+
+
+def _mine_negatives(config: FinetuneConfig, work: Path) -> FinetuneConfig:
+    """Mine hard negatives with the base model into the work dir (kept for --resume); train on those."""
+    from embedops.data.mine import MineConfig, mine
+
+    mined = work / "mined-negatives.jsonl"
+    if not (config.resume and mined.is_file()):
+        result = mine(
+            MineConfig(
+                data=config.data,
+                output=mined,
+                model=config.base_model,
+                num_negatives=config.mine_negatives,
+                device=config.device,
+                skip_invalid=config.skip_invalid,
+                force=True,
+            )
+        )
+        print(f"mined {result.triplets} triplets for {result.pairs} pairs ({result.negatives_per_pair} negatives/pair)")
+    return replace(config, data=mined, skip_invalid=False)
 
 
 def _loss(config: FinetuneConfig, model: SentenceTransformer) -> Any:
@@ -204,14 +221,17 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     stats, data_sha256 = scan_data(config)
     if config.eval_sample_size and config.eval_sample_size >= stats.rows:
         raise ConfigError(
-            f"--eval-sample-size {config.eval_sample_size} leaves nothing to train on "
-            f"({stats.rows} valid pairs)"
+            f"--eval-sample-size {config.eval_sample_size} leaves nothing to train on ({stats.rows} valid pairs)"
         )
     base = resolve(config.base_model)
     device = _device(config)
     work = _prepare_work_dir(config, data_sha256)
 
-    dataset = build_dataset(config, stats, data_sha256, work / "dataset")
+    train_config, train_stats, train_sha256 = config, stats, data_sha256
+    if config.mine_negatives:
+        train_config = _mine_negatives(config, work)
+        train_stats, train_sha256 = scan_data(train_config)
+    dataset = build_dataset(train_config, train_stats, train_sha256, work / "dataset")
     holdout = None
     if config.eval_sample_size:
         split = dataset.train_test_split(test_size=config.eval_sample_size, seed=config.seed)
@@ -239,6 +259,8 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     after = sanity_eval(model, holdout, config.batch_size) if holdout is not None else None
 
     manifest = _manifest(config, base, model, stats, data_sha256, trainer, seconds, len(dataset))
+    if config.mine_negatives:
+        manifest.training.update(hard_negatives=True, mined_negatives=config.mine_negatives)
     if holdout is not None:
         manifest.training["sanity_eval"] = {"pairs": len(holdout), "before": before, "after": after}
     with ArtifactBuilder(config.output, force=config.force) as builder:

@@ -1,0 +1,85 @@
+"""`embedops mine`: hard negatives for (anchor, positive) pairs, retrieved with the base model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+ORDER = 6
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "mine",
+        help="mine hard negatives for a pairs file (output feeds `embedops finetune`)",
+        description=(
+            "Rank the corpus for each anchor with the model, skip its positives, take candidates from ranks "
+            "[range-min, range-max) that score at most (1 - relative-margin) x the positive (false-negative "
+            "guard), and write one {anchor, positive, negative} JSONL line per negative."
+        ),
+    )
+    parser.add_argument("--data", required=True, help="pairs file: .tsv, .csv or .jsonl")
+    parser.add_argument("--output", required=True, help="triplets file to write (.jsonl)")
+    parser.add_argument(
+        "--corpus", help="passages to mine from: BEIR corpus.jsonl or one passage per line (default: the positives)"
+    )
+    parser.add_argument("--model", help="model to retrieve with (default: the bundled base model)")
+    parser.add_argument("--num-negatives", type=int, default=1, metavar="1..10")
+    parser.add_argument("--range-min", type=int, default=10, help="skip this many top-ranked candidates")
+    parser.add_argument("--range-max", type=int, default=100, help="consider candidates up to this rank")
+    parser.add_argument(
+        "--relative-margin",
+        type=float,
+        default=0.05,
+        help="skip candidates scoring above (1 - margin) x the positive's score",
+    )
+    parser.add_argument("--sampling", choices=("top", "random"), default="top")
+    parser.add_argument("--batch-size", type=int, default=64, help="encoding batch size")
+    parser.add_argument("--seed", type=int, default=42, help="for --sampling random")
+    parser.add_argument("--device", help="cpu, cuda … (default: sentence-transformers' choice)")
+    parser.add_argument("--skip-invalid", action="store_true", help="skip bad lines instead of failing")
+    parser.add_argument("--force", action="store_true", help="replace an existing output file")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from embedops.data.mine import MineConfig, mine
+
+    result = mine(
+        MineConfig(
+            data=args.data,
+            output=args.output,
+            corpus=args.corpus,
+            model=args.model,
+            num_negatives=args.num_negatives,
+            range_min=args.range_min,
+            range_max=args.range_max,
+            relative_margin=args.relative_margin,
+            sampling=args.sampling,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            device=args.device,
+            skip_invalid=args.skip_invalid,
+            force=args.force,
+        )
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(
+        f"mined {result.triplets} triplets for {result.pairs} pairs ({result.anchors} anchors) "
+        f"from {result.corpus} passages"
+    )
+    for count, pairs in result.negatives_per_pair.items():
+        print(f"  {pairs:>7} pairs got {count} negative(s)")
+    if result.negatives_per_pair.get(0):
+        print("  pairs with no negative are left out; widen --range-max or lower --range-min to keep them")
+    print(f"  {result.skipped_by_margin} candidates skipped by the false-negative guard")
+    if result.mean_negative_score is not None:
+        print(
+            f"  mean cosine to the anchor: positive {result.mean_positive_score:.4f}, "
+            f"negative {result.mean_negative_score:.4f}"
+        )
+    print(f"wrote {result.output}")
+    return 0
