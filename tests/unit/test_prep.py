@@ -57,6 +57,7 @@ def planted(tmp_path: Path) -> tuple[Path, dict[int, tuple[str, int | None]]]:
     plant(("caf\u00e9 menu", "cafe\u0301 menu"), "self-pair")  # equal after NFC
     plant(("\u200b\u200b", "an answer nobody asked for"), "empty")  # invisible characters only
     plant(("a question", "\ufeff\u00ad"), "empty")
+    plant(("a question with a blank answer", ""), "empty")  # a literally empty cell
     return write_tsv(tmp_path / "pairs.tsv", rows), expected
 
 
@@ -70,7 +71,7 @@ def test_every_planted_problem_is_caught_and_reported(planted, tmp_path: Path) -
     found = {record["line"]: (record["reason"], record.get("duplicate_of_line")) for record in records}
     assert found == expected
     assert result.removed == {
-        "empty": 2,
+        "empty": 3,
         "self-pair": 2,
         "too-short": 0,
         "too-long": 0,
@@ -82,7 +83,7 @@ def test_every_planted_problem_is_caught_and_reported(planted, tmp_path: Path) -
     assert result.eval == pytest.approx(10, abs=2)
     assert {example.anchor for example in kept} == {anchor for anchor, _ in clean_pairs(40)}
     report = json.loads((tmp_path / "out" / "clean.prep.json").read_text())
-    assert report["removed"] == result.removed and report["rows"] == 48
+    assert report["removed"] == result.removed and report["rows"] == 49
     assert (tmp_path / "out" / "clean.lengths.png").read_bytes().startswith(b"\x89PNG")
 
 

@@ -170,7 +170,7 @@ def _scan(config: PrepConfig, counter: TokenCounter) -> _Fingerprints:
     parts: dict[str, list[np.ndarray]] = {}
     texts: tuple[list[str], list[str]] = ([], [])
     progress = tqdm(desc="prep: reading", unit=" pairs", disable=None)
-    for batch in _batches(PairReader(config.data)):
+    for batch in _batches(PairReader(config.data, allow_empty=True)):
         rows = [_normalized(example) for example in batch]
         columns = {
             "status": np.array([_first_reason(row, config) for row in rows], dtype=np.int8),
@@ -253,7 +253,7 @@ def _write(config: PrepConfig, prints: _Fingerprints, duplicate_of: np.ndarray, 
     train = PairWriter(files.open(config.output), config.output)
     evaluation = PairWriter(files.open(config.eval_output), config.eval_output) if config.eval_fraction else None
     removed = files.open(config.removed) if config.removed else None
-    for index, example in enumerate(PairReader(config.data)):
+    for index, example in enumerate(PairReader(config.data, allow_empty=True)):
         decision = prints.status[index]
         if decision in (TRAIN, EVAL):
             writer = train if decision == TRAIN or evaluation is None else evaluation

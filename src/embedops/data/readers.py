@@ -85,11 +85,15 @@ def _checked(path: Path, number: int, cells: list[str]) -> Example:
     if len(cells) not in (2, 3):
         raise DataError(path, number, f"found {len(cells)} column(s); expected {_EXPECTED_COLUMNS}")
     texts = [cell.strip() for cell in cells]
-    for index, text in enumerate(texts):
-        if not text:
-            column = ("anchor", "positive", "negative")[index]
-            raise DataError(path, number, f"empty {column} text (column {index + 1})")
     return Example(texts[0], texts[1], texts[2] if len(texts) == 3 else None, number)
+
+
+def _empty_text(path: Path, example: Example) -> DataError | None:
+    for index, text in enumerate(example[:3]):
+        if text == "":
+            column = ("anchor", "positive", "negative")[index]
+            return DataError(path, example.line, f"empty {column} text (column {index + 1})")
+    return None
 
 
 def _is_header(cells: list[str]) -> bool:
@@ -175,21 +179,25 @@ class PairReader:
 
     Invalid lines raise DataError, or with `skip_invalid` are counted in `stats` and passed over.
     A file with no valid example is always an error: training on nothing is never what was meant.
+    `allow_empty` lets empty texts through, for cleaning tools that drop and report them themselves.
     """
 
     MAX_REASONS = 20
 
-    def __init__(self, path: str | Path, *, skip_invalid: bool = False) -> None:
+    def __init__(self, path: str | Path, *, skip_invalid: bool = False, allow_empty: bool = False) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise DataError(self.path, 0, "no such file")
         self.format = detect_format(self.path)
         self.skip_invalid = skip_invalid
+        self.allow_empty = allow_empty
         self.stats = ReadStats()
 
     def __iter__(self) -> Iterator[Example]:
         self.stats = ReadStats()
         for row in _ROWS[self.format](self.path):
+            if isinstance(row, Example) and not self.allow_empty:
+                row = _empty_text(self.path, row) or row
             if isinstance(row, DataError):
                 if not self.skip_invalid:
                     raise row
