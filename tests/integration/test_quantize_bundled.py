@@ -50,3 +50,47 @@ def test_seed_script_quantizes_the_default_model_to_int8(tmp_path: Path) -> None
         normalize_embeddings=True,
     )
     assert first @ second > first @ unrelated + 0.3
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("dtype", ["int8", "int4"])
+def test_seed_make_target_quantizes_a_finetuned_artifact(tmp_path: Path, tiny_model_dir: Path, dtype: str) -> None:
+    """`make embed-quantize MODEL=… OUTPUT=… DTYPE=…` exactly as the seed prints it, on a fine-tuned artifact."""
+    import shutil
+
+    from embedops.cli import main
+
+    if shutil.which("make") is None or Path(sys.prefix).resolve() != (ROOT / ".venv").resolve():
+        pytest.skip("runs the Makefile against this checkout's .venv; run the suite through `make test`")
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("".join(f"question {i} about topic {i % 5}\tanswer {i} for topic {i % 5}\n" for i in range(16)))
+    finetuned = tmp_path / "models" / "x"
+    assert (
+        main(
+            [
+                "finetune",
+                "--data",
+                str(pairs),
+                "--base-model",
+                str(tiny_model_dir),
+                "--output",
+                str(finetuned),
+                "--batch-size",
+                "8",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    output = tmp_path / "models" / f"x-{dtype}"
+    result = subprocess.run(
+        ["make", "-C", str(ROOT), "embed-quantize", f"MODEL={finetuned}", f"OUTPUT={output}", f"DTYPE={dtype}"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    manifest = read_manifest(output)
+    assert manifest.kind == "quantized" and manifest.dtype == dtype and manifest.parent == str(finetuned)
+    assert load(output).encode(["a question about topic 1"]).shape == (1, 32)
