@@ -5,19 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from embedops.data.readers import decoded_lines
 from embedops.errors import DataError
-
-
-def _decoded(path: Path) -> list[tuple[int, str]]:
-    lines = []
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DataError(path, number, f"not valid UTF-8 (byte {exc.start}); save the file as UTF-8") from exc
-            lines.append((number, text.removeprefix("\ufeff").rstrip("\r\n")))
-    return lines
 
 
 def _beir_text(path: Path, number: int, line: str) -> str:
@@ -39,7 +28,7 @@ def read_corpus(path: str | Path) -> list[str]:
         raise DataError(path, 0, "no such file")
     is_jsonl = path.suffix.lower() in (".jsonl", ".json")
     passages = []
-    for number, line in _decoded(path):
+    for number, line in decoded_lines(path):
         if not line.strip():
             continue
         text = _beir_text(path, number, line) if is_jsonl else line.strip()

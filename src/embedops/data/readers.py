@@ -68,7 +68,7 @@ def detect_format(path: Path) -> str:
     return fmt
 
 
-def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
+def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
     """Lines decoded one by one, so a bad byte is reported with its line number."""
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
@@ -101,7 +101,7 @@ def _is_header(cells: list[str]) -> bool:
 
 
 def _tsv_rows(path: Path) -> Iterator[Example | DataError]:
-    for number, text in _decoded_lines(path):
+    for number, text in decoded_lines(path):
         if not text.strip():
             continue
         cells = text.split("\t")
@@ -111,7 +111,7 @@ def _tsv_rows(path: Path) -> Iterator[Example | DataError]:
 
 
 def _csv_rows(path: Path) -> Iterator[Example | DataError]:
-    numbered = _decoded_lines(path)
+    numbered = decoded_lines(path)
     current = [0]
 
     def lines() -> Iterator[str]:
@@ -159,7 +159,7 @@ def _json_example(path: Path, number: int, text: str) -> Example:
 
 
 def _jsonl_rows(path: Path) -> Iterator[Example | DataError]:
-    for number, text in _decoded_lines(path):
+    for number, text in decoded_lines(path):
         if text.strip():
             yield _try(_json_example, path, number, text)
 
