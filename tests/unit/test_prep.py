@@ -195,7 +195,7 @@ def test_cli_summary_and_exit_codes(planted, tmp_path: Path, capsys) -> None:
     out = tmp_path / "cli" / "clean.tsv"
     assert main(["prep", "--data", str(data), "--output", str(out), "--removed", str(tmp_path / "r.jsonl")]) == 0
     printed = capsys.readouterr().out
-    assert "read 48 pairs" in printed and "near-duplicate   2" in printed and "exact-duplicate  2" in printed
+    assert "read 49 pairs" in printed and "near-duplicate   2" in printed and "exact-duplicate  2" in printed
     assert main(["prep", "--data", str(data), "--output", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
     bad = write_tsv(tmp_path / "bad.tsv", [("a", "b", "c", "d")])
