@@ -73,7 +73,7 @@ embed-serve: $(VENV)/.runtime-$(PINS)
 	  $(if $(filter 1 true yes,$(NORMALIZE)),--normalize)
 
 demo: $(VENV)/.train-$(PINS)
-	$(BIN)/python -m embedops.demo
+	$(BIN)/embedops demo
 
 test: $(VENV)/.dev-$(PINS)
 	$(BIN)/ruff check .
