@@ -1,0 +1,51 @@
+"""The seed's make targets expand to `embedops` commands whose every flag the CLI accepts."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from embedops.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def embedops_command(target: str, *variables: str) -> list[str]:
+    """The `embedops …` line that `make TARGET` would run, with its continuation lines joined."""
+    printed = subprocess.run(
+        ["make", "-n", "-C", str(ROOT), target, *variables], capture_output=True, text=True, check=True
+    ).stdout.replace("\\\n", " ")
+    lines = [line for line in printed.splitlines() if "/embedops " in line]
+    assert lines, printed
+    return shlex.split(lines[-1])[1:]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+@pytest.mark.parametrize(
+    ("target", "variables", "command"),
+    [
+        ("demo", [], "demo"),
+        ("embed-finetune", ["DATA=d.tsv", "OUTPUT=o", "EPOCHS=2", "BATCH=128", "LR=2e-5", "USE_LORA=1"], "finetune"),
+        ("embed-finetune", ["DATA=d.tsv", "OUTPUT=o", "EPOCHS=1", "BATCH=8"], "finetune"),
+        ("embed-quantize", ["MODEL=m", "OUTPUT=o", "DTYPE=int4"], "quantize"),
+        ("embed-serve", ["MODEL=m", "PORT=8010", "NORMALIZE=1"], "serve"),
+        ("embed-eval", ["MODEL=m", "DATA=d"], "eval"),
+        ("embed-merge", ["MODEL=m", "OUTPUT=o"], "merge"),
+    ],
+)
+def test_make_target_runs_a_valid_command(target: str, variables: list[str], command: str) -> None:
+    args = build_parser().parse_args(embedops_command(target, *variables))
+    assert args.command == command
+
+
+def test_make_variables_reach_the_flags() -> None:
+    args = build_parser().parse_args(
+        embedops_command("embed-finetune", "DATA=d.tsv", "OUTPUT=o", "EPOCHS=2", "BATCH=128", "LR=2e-5", "USE_LORA=1")
+    )
+    assert (args.epochs, args.batch_size, args.lr, args.use_lora) == (2, 128, 2e-5, True)
+    serve = build_parser().parse_args(embedops_command("embed-serve", "MODEL=m", "PORT=8010", "NORMALIZE=1"))
+    assert (serve.model, serve.port, serve.normalize) == ("m", 8010, True)
