@@ -8,7 +8,6 @@ rename only at the very end.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -17,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from embedops.artifact import ArtifactBuilder, Manifest, check_output_free
+from embedops.artifact import ArtifactBuilder, Manifest, check_output_free, sha256_file
 from embedops.data import PairReader, ReadStats
 from embedops.errors import ConfigError, MissingDependencyError
 from embedops.evaluate.metrics import pair_retrieval_metrics
@@ -51,11 +50,7 @@ def scan_data(config: FinetuneConfig) -> tuple[ReadStats, str]:
     reader = PairReader(config.data, skip_invalid=config.skip_invalid)
     for _ in reader:
         pass
-    digest = hashlib.sha256()
-    with open(config.data, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return reader.stats, digest.hexdigest()
+    return reader.stats, sha256_file(config.data)
 
 
 def _examples(path: str, skip_invalid: bool, with_negative: bool, data_sha256: str) -> Iterator[dict[str, str]]:
