@@ -196,8 +196,9 @@ class PairReader:
     def __iter__(self) -> Iterator[Example]:
         self.stats = ReadStats()
         for row in _ROWS[self.format](self.path):
-            if isinstance(row, Example) and not self.allow_empty:
-                row = _empty_text(self.path, row) or row
+            if isinstance(row, Example):
+                empty = None if self.allow_empty else _empty_text(self.path, row)
+                row = empty or self._mixed_shape(row) or row
             if isinstance(row, DataError):
                 if not self.skip_invalid:
                     raise row
@@ -205,24 +206,24 @@ class PairReader:
                 if len(self.stats.skipped_reasons) < self.MAX_REASONS:
                     self.stats.skipped_reasons.append(str(row))
                 continue
-            has_negative = row.negative is not None
-            if self.stats.rows and has_negative != bool(self.stats.with_negative):
-                error = DataError(
-                    self.path,
-                    row.line,
-                    f"{'3' if has_negative else '2'} texts, but the lines before have "
-                    f"{'2' if has_negative else '3'}; a file holds either pairs or triplets, not both",
-                )
-                if not self.skip_invalid:
-                    raise error
-                self.stats.skipped += 1
-                continue
             self.stats.rows += 1
-            self.stats.with_negative += has_negative
+            self.stats.with_negative += row.negative is not None
             yield row
         if self.stats.rows == 0:
             reason = "file is empty" if self.stats.skipped == 0 else f"all {self.stats.skipped} lines are invalid"
             raise DataError(self.path, 1, f"{reason}; expected {_EXPECTED_COLUMNS} per line")
+
+    def _mixed_shape(self, row: Example) -> DataError | None:
+        """Pairs after triplets (or the reverse): one training dataset cannot hold both."""
+        has_negative = row.negative is not None
+        if not self.stats.rows or has_negative == bool(self.stats.with_negative):
+            return None
+        return DataError(
+            self.path,
+            row.line,
+            f"{'3' if has_negative else '2'} texts, but the lines before have "
+            f"{'2' if has_negative else '3'}; a file holds either pairs or triplets, not both",
+        )
 
 
 def read_examples(path: str | Path, *, skip_invalid: bool = False) -> list[Example]:
