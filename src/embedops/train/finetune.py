@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer
 
+    from embedops.train.selection import EpochSelection
+
 _STATE = "state.json"
 
 
@@ -210,8 +212,12 @@ def _training_arguments(config: FinetuneConfig, work: Path, device: str, steps_p
     )
 
 
-def finetune(config: FinetuneConfig) -> FinetuneResult:
-    """Train `config.base_model` on `config.data` and publish the result at `config.output`."""
+def finetune(config: FinetuneConfig, selection: EpochSelection | None = None) -> FinetuneResult:
+    """Train `config.base_model` on `config.data` and publish the result at `config.output`.
+
+    With `selection`, the model is scored on its validation data after every epoch, training stops when
+    the score stops improving, and the best epoch's weights are published (see train.selection).
+    """
     check_output_free(config.output.absolute(), force=config.force)
     stats, data_sha256 = scan_data(config)
     if config.eval_sample_size and config.eval_sample_size >= stats.rows:
@@ -241,21 +247,31 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
 
     from sentence_transformers import SentenceTransformerTrainer
 
+    keep_best = None
+    if selection is not None:
+        from embedops.train.selection import KeepBestEpoch
+
+        keep_best = KeepBestEpoch(model, selection)
     steps_per_epoch = -(-len(dataset) // config.batch_size)
     trainer = SentenceTransformerTrainer(
         model=model,
         args=_training_arguments(config, work, device, steps_per_epoch),
         train_dataset=dataset,
         loss=_loss(config, model),
+        callbacks=[keep_best] if keep_best is not None else None,
     )
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=True if config.resume else None)
     seconds = time.perf_counter() - started
+    if keep_best is not None:
+        keep_best.restore_best()
     after = sanity_eval(model, holdout, config.batch_size) if holdout is not None else None
 
     manifest = _manifest(config, base, model, stats, data_sha256, trainer, seconds, len(dataset))
     if config.mine_negatives:
         manifest.training.update(hard_negatives=True, mined_negatives=config.mine_negatives)
+    if selection is not None:
+        manifest.training["selection"] = selection.to_record()
     if holdout is not None:
         manifest.training["sanity_eval"] = {"pairs": len(holdout), "before": before, "after": after}
     with ArtifactBuilder(config.output, force=config.force) as builder:
@@ -310,6 +326,7 @@ def _manifest(
             "skipped_lines": stats.skipped,
             "hard_negatives": stats.with_negative > 0,
             "epochs": config.epochs,
+            "epochs_run": round(trainer.state.epoch or 0, 2),
             "batch_size": config.batch_size,
             "lr": config.learning_rate,
             "warmup_ratio": config.warmup_ratio,
