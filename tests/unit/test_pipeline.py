@@ -14,9 +14,10 @@ import pytest
 
 from embedops.artifact import read_manifest
 from embedops.cli import main
+from embedops.evaluate.datasets import RetrievalTask, load_beir
 from embedops.models import resolve
 from embedops.pipeline.recipe import choose_recipe
-from embedops.pipeline.split import EVAL_FILE, TRAIN_FILE, split_pairs
+from embedops.pipeline.split import HELDOUT_DIR, TRAIN_FILE, split_pairs
 
 TOPICS = ["storage", "backup", "network", "login", "upload", "search", "billing", "printer"]
 STAGES = ["data", "finetune", "eval-base", "eval-finetuned", "quantize", "eval-quantized"]
@@ -73,8 +74,14 @@ def test_full_run_writes_every_artifact_and_the_report(first_run: tuple[Path, Pa
     document = ledger(output)
     assert document["status"] == "passed" and list(document["stages"]) == STAGES
     assert all(record["status"] == "ran" and len(record["input_hash"]) == 64 for record in document["stages"].values())
-    assert document["data"]["train_pairs"] + document["data"]["eval_pairs"] == 32
+    data = document["data"]
+    assert data["prep"]["rows"] == 32 and data["prep"]["kept"] == data["pairs"]
+    assert data["train_pairs"] + data["eval_pairs"] + data["validation_pairs"] == data["pairs"]
+    assert data["validation_pairs"] >= 1
     assert document["recipe"]["epochs"] == 1 and any("given" in line for line in document["recipe"]["why"])
+    selection = document["stages"]["finetune"]["result"]["selection"]
+    assert [point["epoch"] for point in selection["curve"]] == [0, 1] and selection["metric"] == "ndcg@10"
+    assert selection["source"] == "heldout (dev split)"
     assert [gate["model"] for gate in document["gates"]] == ["fine-tuned", "quantized"]
     assert resolve(output / "finetuned").manifest.kind == "finetuned"
     quantized = resolve(output / "quantized").manifest
@@ -84,6 +91,7 @@ def test_full_run_writes_every_artifact_and_the_report(first_run: tuple[Path, Pa
     markdown = (output / "report.md").read_text()
     for section in ("## Data", "## Recipe", "## Training", "## Evaluation", "## Quantization", "## Artifacts"):
         assert section in markdown
+    assert "Validation ndcg@10 on `heldout (dev split)`" in markdown and "| 0 |" in markdown
     assert "![training loss per step](finetuned/loss.png)" in markdown
     assert "embedops pipeline --data" in markdown and "embedops serve --model" in markdown
     page = (output / "report.html").read_text()
@@ -167,32 +175,40 @@ def test_hold_out_keeps_shared_texts_on_one_side(tmp_path: Path) -> None:
     rows += [f"rephrased question {i}\tanswer {i}" for i in range(1, 40, 4)]  # same positive
     data = tmp_path / "pairs.tsv"
     data.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    summary = split_pairs(data, tmp_path / "split", fraction=0.2, seed=1)
-    sides = [
-        [json.loads(line) for line in (tmp_path / "split" / name).read_text().splitlines()]
-        for name in (TRAIN_FILE, EVAL_FILE)
-    ]
-    assert summary.groups == 40 and summary.train_pairs + summary.eval_pairs == 60
-    assert len(sides[0]) == summary.train_pairs and 8 <= len(sides[1]) <= 12
+    summary = split_pairs(data, tmp_path / "split", eval_fraction=0.2, validation_fraction=0.1, seed=1)
+    train = [json.loads(line) for line in (tmp_path / "split" / TRAIN_FILE).read_text().splitlines()]
+    evaluation, validation = (load_beir(tmp_path / "split" / HELDOUT_DIR, split) for split in ("test", "dev"))
+    assert summary.groups == 40 and summary.train_pairs + summary.eval_pairs + summary.validation_pairs == 60
+    assert len(train) == summary.train_pairs and 12 <= summary.eval_pairs <= 15 and 6 <= summary.validation_pairs <= 8
 
-    def texts(side: list[dict]) -> set[str]:
-        return {" ".join(row[key].casefold().split()) for row in side for key in ("anchor", "positive")}
+    def normal(text: str) -> str:
+        return " ".join(text.casefold().split())
 
-    assert not texts(sides[0]) & texts(sides[1])
-    assert split_pairs(data, tmp_path / "again", fraction=0.2, seed=1) == summary
+    def held_texts(task: RetrievalTask) -> set[str]:
+        answers = {task.documents[i] for relevant in task.relevant for i in relevant}
+        return {normal(text) for text in [*task.queries, *answers]}
+
+    train_texts = {normal(row[key]) for row in train for key in ("anchor", "positive")}
+    assert not train_texts & held_texts(evaluation) and not train_texts & held_texts(validation)
+    assert not held_texts(evaluation) & held_texts(validation)
+    # Every answer is in the corpus: held-out ones to find, training ones as distractors.
+    assert len(evaluation.documents) == summary.heldout_documents == 40 + 10
+    assert split_pairs(data, tmp_path / "again", eval_fraction=0.2, validation_fraction=0.1, seed=1) == summary
 
 
 def test_recipe_follows_the_size_of_the_data() -> None:
     small = choose_recipe(200, use_lora=False)
-    assert (small.epochs, small.batch_size, small.lr) == (5, 25, 1e-4)
-    assert "small domain set" in small.why[0] and "capped at 25" in small.why[2]
-    assert choose_recipe(3_000, use_lora=False).epochs == 3
+    assert (small.epochs, small.batch_size, small.lr, small.mine_negatives, small.patience) == (6, 25, 1e-4, 1, 2)
+    assert "small domain set" in small.why[0] and any("capped at 25" in line for line in small.why)
+    assert choose_recipe(3_000, use_lora=False).epochs == 4
+    assert choose_recipe(60, use_lora=False).mine_negatives == 0  # too few passages to mine from
+    assert choose_recipe(3_000, use_lora=False, with_negatives=True).mine_negatives == 0
     large = choose_recipe(200_000, use_lora=False)
     assert (large.epochs, large.batch_size, large.lr) == (1, 64, 2e-5)
     assert choose_recipe(20_000, use_lora=True).lr == pytest.approx(2e-4)
-    given = choose_recipe(200, use_lora=False, epochs=2, batch_size=16, lr=3e-5)
-    assert (given.epochs, given.batch_size, given.lr) == (2, 16, 3e-5)
-    assert sum("given" in line for line in given.why) == 3
+    given = choose_recipe(200, use_lora=False, epochs=2, batch_size=16, lr=3e-5, mine_negatives=0, patience=0)
+    assert (given.epochs, given.batch_size, given.lr, given.mine_negatives, given.patience) == (2, 16, 3e-5, 0, 0)
+    assert sum("given" in line for line in given.why) == 4 and any("early stopping off" in line for line in given.why)
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")

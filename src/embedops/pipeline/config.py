@@ -9,13 +9,15 @@ from pathlib import Path
 from embedops.errors import ConfigError, DataError
 from embedops.models import DEFAULT_MODEL
 from embedops.pipeline.gates import Gate, parse_gate
+from embedops.pipeline.recipe import Recipe
 
 QUANTIZE_CHOICES = ("int8", "int4", "none")
 
 
 @dataclass
 class PipelineConfig:
-    """One pipeline run. `epochs`, `batch_size` and `lr` left as None are chosen from the data (recipe)."""
+    """One pipeline run. Recipe values left as None (epochs, batch size, lr, mining, patience) are chosen
+    from the data (pipeline.recipe)."""
 
     data: Path
     output: Path
@@ -23,6 +25,7 @@ class PipelineConfig:
     eval_data: Path | None = None
     eval_split: str = "test"
     eval_fraction: float = 0.1
+    validation_fraction: float = 0.1
     use_lora: bool = False
     quantize: str = "int8"
     gates: list[str] = field(default_factory=list)
@@ -30,6 +33,8 @@ class PipelineConfig:
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
+    mine_negatives: int | None = None
+    patience: int | None = None
     seed: int = 42
     device: str | None = None
     parsed_gates: list[Gate] = field(init=False, repr=False)
@@ -50,6 +55,15 @@ class PipelineConfig:
             (self.epochs is None or self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
             (self.batch_size is None or self.batch_size >= 2, "--batch-size must be at least 2 (in-batch negatives)"),
             (self.lr is None or self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (
+                0 < self.validation_fraction <= 0.5,
+                f"--validation-fraction must be in (0, 0.5], got {self.validation_fraction}",
+            ),
+            (
+                self.mine_negatives is None or 0 <= self.mine_negatives <= 10,
+                f"--mine-negatives must be 0..10, got {self.mine_negatives}",
+            ),
+            (self.patience is None or self.patience >= 0, f"--patience must not be negative, got {self.patience}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -64,6 +78,7 @@ class PipelineConfig:
             "eval_data": str(self.eval_data.absolute()) if self.eval_data else None,
             "eval_split": self.eval_split,
             "eval_fraction": self.eval_fraction,
+            "validation_fraction": self.validation_fraction,
             "use_lora": self.use_lora,
             "quantize": self.quantize,
             "gates": list(self.gates),
@@ -72,13 +87,15 @@ class PipelineConfig:
             "device": self.device,
         }
 
-    def command(self, epochs: int, batch_size: int, lr: float) -> str:
+    def command(self, recipe: Recipe) -> str:
         """The command that repeats this run exactly, with the recipe written out so it cannot drift."""
         base = self.base_model
         if Path(base).expanduser().is_dir():
             base = str(Path(base).expanduser().absolute())
         args = ["embedops", "pipeline", "--data", str(self.data.absolute()), "--output", str(self.output.absolute())]
-        args += ["--base-model", base, "--epochs", str(epochs), "--batch-size", str(batch_size), "--lr", f"{lr:g}"]
+        args += ["--base-model", base, "--epochs", str(recipe.epochs), "--batch-size", str(recipe.batch_size)]
+        args += ["--lr", f"{recipe.lr:g}", "--mine-negatives", str(recipe.mine_negatives)]
+        args += ["--patience", str(recipe.patience), "--validation-fraction", f"{self.validation_fraction:g}"]
         if self.eval_data is not None:
             args += ["--eval-data", str(self.eval_data.absolute()), "--eval-split", self.eval_split]
         else:

@@ -62,20 +62,50 @@ def _status(document: dict[str, Any]) -> str:
 
 def _data_blocks(document: dict[str, Any]) -> list[Block]:
     data, config = document.get("data") or {}, document["config"]
+    prep = data.get("prep") or {}
+    removed = ", ".join(f"{count} {reason}" for reason, count in (prep.get("removed") or {}).items()) or "none"
     rows = [
         ["training file", f"`{data.get('data')}`"],
         ["sha256", f"`{str(data.get('sha256'))[:16]}…`"],
-        ["pairs", f"{data.get('pairs')} ({data.get('with_negative')} with a hard negative)"],
+        ["pairs", f"{prep.get('rows', data.get('pairs'))} read, {data.get('pairs')} kept after prep"],
+        ["removed by prep", removed],
+        ["hard negatives in the data", str(data.get("with_negative"))],
         ["mean length (chars)", f"anchor {data.get('anchor_chars')}, positive {data.get('positive_chars')}"],
     ]
+    split = f"{data.get('train_pairs')} training"
+    if data.get("validation_pairs"):
+        split += f" / {data.get('validation_pairs')} validation (picks the best epoch)"
     if config["eval_data"]:
-        rows += [["training pairs", str(data.get("train_pairs"))], ["evaluation data", f"`{config['eval_data']}`"]]
+        rows += [["split", split + " pairs"], ["evaluation data", f"`{config['eval_data']}`"]]
     else:
         rows += [
-            ["training / held out", f"{data.get('train_pairs')} / {data.get('eval_pairs')} pairs"],
+            ["split", f"{split} / {data.get('eval_pairs')} evaluation pairs"],
             ["hold-out", f"{data.get('groups')} groups of shared texts, whole groups held out (no leakage)"],
+            [
+                "held-out retrieval",
+                f"held-out questions ranked against {data.get('heldout_documents')} answers "
+                "(all held-out ones plus training ones as distractors)",
+            ],
         ]
     return [Heading("Data"), Table(["", "value"], rows)]
+
+
+def _selection_blocks(selection: dict[str, Any]) -> list[Block]:
+    metric, best = selection["metric"], selection["best_epoch"]
+    rows = [
+        [str(point["epoch"]), f"{point[metric] * 100:.2f}", "kept" if point["epoch"] == best else ""]
+        for point in selection["curve"]
+    ]
+    verdict = (
+        "no epoch beat the weights before training, so the published model keeps them"
+        if best == 0
+        else f"epoch {best} is the published model"
+    )
+    stopped = "; training stopped early" if selection["stopped_early"] else ""
+    return [
+        f"Validation {metric} on `{selection['source']}` after each epoch (x100): {verdict}{stopped}.",
+        Table(["epoch", metric, ""], rows),
+    ]
 
 
 def _training_blocks(directory: Path, document: dict[str, Any]) -> list[Block]:
@@ -83,8 +113,16 @@ def _training_blocks(directory: Path, document: dict[str, Any]) -> list[Block]:
     blocks: list[Block] = [
         Heading("Recipe"),
         Table(
-            ["epochs", "batch size", "learning rate"],
-            [[str(recipe["epochs"]), str(recipe["batch_size"]), f"{recipe['lr']:g}"]],
+            ["epochs (most)", "batch size", "learning rate", "mined negatives", "patience"],
+            [
+                [
+                    str(recipe["epochs"]),
+                    str(recipe["batch_size"]),
+                    f"{recipe['lr']:g}",
+                    str(recipe["mine_negatives"]),
+                    str(recipe["patience"] or "off"),
+                ]
+            ],
         ),
         "\n".join(f"- {line}" for line in recipe["why"]),
     ]
@@ -92,8 +130,11 @@ def _training_blocks(directory: Path, document: dict[str, Any]) -> list[Block]:
     if training:
         blocks += [
             Heading("Training"),
-            f"{training['steps']} steps over {training['pairs']} pairs in {training['seconds']} s.",
+            f"{training['steps']} steps, {training['epochs_run']:g} epoch(s), over {training['pairs']} training "
+            f"examples in {training['seconds']} s.",
         ]
+        if training.get("selection"):
+            blocks += _selection_blocks(training["selection"])
         loss = directory / "finetuned" / "loss.png"
         if loss.is_file():
             blocks.append(Image(loss.relative_to(directory), "training loss per step"))

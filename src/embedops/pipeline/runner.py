@@ -1,8 +1,9 @@
 """`run_pipeline(config)`: the stages in order, gates between them, the report at the end.
 
-Order: data (hold-out split) -> finetune -> eval base, eval fine-tuned -> gates -> quantize -> eval
-quantized -> gates -> report. A failed gate stops the run with GateFailedError (exit 1) after writing
-pipeline.json and the report, so what was built stays on disk, valid, and explained.
+Order: data (prep, then hold-out and validation splits) -> finetune (mined negatives, best epoch on
+validation data) -> eval base, eval fine-tuned -> gates -> quantize -> eval quantized -> gates -> report.
+A failed gate stops the run with GateFailedError (exit 1) after writing pipeline.json and the report, so
+what was built stays on disk, valid, and explained.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from embedops.pipeline.gates import check_metrics_available
 from embedops.pipeline.ledger import Ledger, content_hash, data_hash, model_hash
 from embedops.pipeline.recipe import choose_recipe
 from embedops.pipeline.report import write_reports
-from embedops.pipeline.split import EVAL_FILE, TRAIN_FILE, split_pairs, summarise
-from embedops.pipeline.stages import eval_metrics, eval_stage, finetune_stage, quantize_stage
+from embedops.pipeline.split import HELDOUT_DIR, TRAIN_FILE, VALIDATION_SPLIT, split_pairs
+from embedops.pipeline.stages import CLEAN_FILE, eval_metrics, eval_stage, finetune_stage, prep_stage, quantize_stage
 
 FINETUNED, QUANTIZED, DATA_DIR = "finetuned", "quantized", "data"
 
@@ -31,27 +32,47 @@ class PipelineResult:
     document: dict[str, Any]  # what pipeline.json holds
     report: Path
 
+    @property
+    def final_model(self) -> Path:
+        """The model to ship: the quantized one when the run quantized, else the fine-tuned one."""
+        return self.directory / (QUANTIZED if "quantize" in self.document["stages"] else FINETUNED)
+
 
 def _files_hash(directory: Path) -> str | None:
     return content_hash(hash_files(directory)) if directory.is_dir() else None
 
 
-def _data_stage(config: PipelineConfig, ledger: Ledger) -> tuple[Path, Path, dict[str, Any]]:
-    """The training file, the evaluation data and the data summary (a hold-out split without --eval-data)."""
+def _dev_split(config: PipelineConfig) -> bool:
+    """A BEIR --eval-data directory with a dev split chooses the best epoch, instead of carved-off pairs."""
+    eval_data = config.eval_data
+    return (
+        eval_data is not None
+        and eval_data.is_dir()
+        and config.eval_split != "dev"
+        and (eval_data / "qrels" / "dev.tsv").is_file()
+    )
+
+
+def _data_stage(config: PipelineConfig, ledger: Ledger, base_hash: str) -> tuple[Path, Path, tuple[Path, str], dict]:
+    """Clean the pairs, split off what training must not see; returns the training file, the evaluation
+    data, the validation data (path, split) and the data summary."""
     directory = config.output / DATA_DIR
-    inputs = {"data_sha256": data_hash(config.data), "hold_out": config.eval_data is None}
-    if config.eval_data is None:
-        inputs.update(eval_fraction=config.eval_fraction, seed=config.seed)
-        record = ledger.run_stage(
-            "data",
-            inputs,
-            lambda: split_pairs(config.data, directory, fraction=config.eval_fraction, seed=config.seed).to_record(),
-            output=directory,
-            output_hash=_files_hash,
-        )
-        return directory / TRAIN_FILE, directory / EVAL_FILE, record.result
-    record = ledger.run_stage("data", inputs, lambda: summarise(config.data)[0].to_record())
-    return config.data, config.eval_data, record.result
+    hold_out, dev_split = config.eval_data is None, _dev_split(config)
+    fractions = {
+        "eval_fraction": config.eval_fraction if hold_out else 0.0,
+        "validation_fraction": 0.0 if dev_split else config.validation_fraction,
+    }
+    inputs = {"data_sha256": data_hash(config.data), "base_model": base_hash, "seed": config.seed, **fractions}
+
+    def prepare() -> dict:
+        cleaned = prep_stage(config, directory)
+        summary = split_pairs(directory / CLEAN_FILE, directory, seed=config.seed, **fractions).to_record()
+        return summary | {"data": str(config.data.absolute()), "sha256": inputs["data_sha256"], "prep": cleaned}
+
+    record = ledger.run_stage("data", inputs, prepare, output=directory, output_hash=_files_hash)
+    eval_data = directory / HELDOUT_DIR if hold_out else config.eval_data
+    validation = (config.eval_data if dev_split else directory / HELDOUT_DIR, VALIDATION_SPLIT)
+    return directory / TRAIN_FILE, eval_data, validation, record.result
 
 
 def _check_gates(ledger: Ledger, config: PipelineConfig, model: str, scores: dict, base: dict) -> None:
@@ -68,24 +89,30 @@ def _check_gates(ledger: Ledger, config: PipelineConfig, model: str, scores: dic
 
 
 def _stages(config: PipelineConfig, ledger: Ledger) -> None:
-    train_file, eval_data, summary = _data_stage(config, ledger)
+    if config.eval_data is not None:  # a gate on a metric the evaluation cannot produce fails before any work
+        task_kind, metrics = eval_metrics(config.eval_data, config.eval_split)
+        check_metrics_available(config.parsed_gates, metrics, task_kind)
+    base_hash = model_hash(resolve(config.base_model))
+    train_file, eval_data, validation, summary = _data_stage(config, ledger, base_hash)
     ledger.document["data"] = summary
     task_kind, metrics = eval_metrics(eval_data, config.eval_split)
     check_metrics_available(config.parsed_gates, metrics, task_kind)
     recipe = choose_recipe(
         summary["train_pairs"],
         use_lora=config.use_lora,
+        with_negatives=summary["with_negative"] > 0,
         epochs=config.epochs,
         batch_size=config.batch_size,
         lr=config.lr,
+        mine_negatives=config.mine_negatives,
+        patience=config.patience,
     )
     ledger.document["recipe"] = recipe.to_record()
-    ledger.document["commands"] = {"reproduce": config.command(recipe.epochs, recipe.batch_size, recipe.lr)}
+    ledger.document["commands"] = {"reproduce": config.command(recipe)}
     for line in recipe.why:
         print(f"recipe: {line}")
 
-    base = resolve(config.base_model)
-    base_hash, eval_hash = model_hash(base), data_hash(eval_data)
+    eval_hash = data_hash(eval_data)
     finetuned = config.output / FINETUNED
     ledger.run_stage(
         "finetune",
@@ -94,9 +121,10 @@ def _stages(config: PipelineConfig, ledger: Ledger) -> None:
             "base_model": base_hash,
             "use_lora": config.use_lora,
             "seed": config.seed,
-            "recipe": {"epochs": recipe.epochs, "batch_size": recipe.batch_size, "lr": recipe.lr},
+            "recipe": {key: value for key, value in recipe.to_record().items() if key != "why"},
+            "validation": {"data": data_hash(validation[0]), "split": validation[1]} if recipe.patience else None,
         },
-        lambda: finetune_stage(config, train_file, recipe, finetuned),
+        lambda: finetune_stage(config, train_file, recipe, validation, finetuned),
         output=finetuned,
     )
 

@@ -1,5 +1,6 @@
-"""The data stage: read the pairs once (validate, hash, summarise) and, without --eval-data, hold out
-an evaluation split that shares no text with training.
+"""The data stage's split: read the pairs (validate, hash, summarise) and hold out an evaluation side
+(without --eval-data) and a validation side (for choosing the best epoch), each sharing no text with
+training or with each other; both are written as one BEIR directory (see _HeldOut).
 
 Pairs are grouped by their texts (case and spacing ignored): two pairs with the same anchor, or the same
 positive, are one group, and a group goes to one side as a whole. Splitting rows at random would put the
@@ -13,15 +14,20 @@ import hashlib
 import json
 import os
 import random
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from embedops.artifact import sha256_file
 from embedops.data import PairReader
+from embedops.data.readers import Example
 from embedops.errors import DataError
 
 TRAIN_FILE = "train.jsonl"
-EVAL_FILE = "eval.jsonl"
+HELDOUT_DIR = "heldout"
+EVAL_SPLIT, VALIDATION_SPLIT = "test", "dev"
+# Training answers added to the held-out corpus as distractors; capped so evaluating stays cheap.
+MAX_DISTRACTORS = 10_000
 
 
 @dataclass
@@ -34,8 +40,11 @@ class DataSummary:
     positive_chars: float
     train_pairs: int
     eval_pairs: int | None = None
+    validation_pairs: int | None = None
     groups: int | None = None
     eval_fraction: float | None = None
+    validation_fraction: float | None = None
+    heldout_documents: int | None = None
 
     def to_record(self) -> dict:
         return asdict(self)
@@ -90,8 +99,11 @@ def summarise(data: Path) -> tuple[DataSummary, list[tuple[int, int]]]:
     return summary, rows
 
 
-def held_out_rows(rows: list[tuple[int, int]], fraction: float, seed: int) -> tuple[set[int], int]:
-    """Row indices of the evaluation side (whole groups, in a seeded order) and the number of groups."""
+def held_out_rows(rows: list[tuple[int, int]], fractions: list[float], seed: int) -> tuple[list[set[int]], int]:
+    """Row indices of each held-out side (whole groups, in one seeded order) and the number of groups.
+
+    Sides are filled one after the other from the same shuffled groups, so they never share a group.
+    """
     groups = _Groups()
     for anchor, positive in rows:
         groups.union(anchor, positive)
@@ -100,37 +112,99 @@ def held_out_rows(rows: list[tuple[int, int]], fraction: float, seed: int) -> tu
         members.setdefault(groups.find(anchor), []).append(index)
     order = sorted(members)
     random.Random(seed).shuffle(order)
-    target = max(1, round(len(rows) * fraction))
-    held: set[int] = set()
-    for root in order:
-        if len(held) >= target:
-            break
-        held.update(members[root])
-    return held, len(members)
+    roots = iter(order)
+    sides: list[set[int]] = []
+    for fraction in fractions:
+        side: set[int] = set()
+        target = max(1, round(len(rows) * fraction)) if fraction else 0
+        while len(side) < target and (root := next(roots, None)) is not None:
+            side.update(members[root])
+        sides.append(side)
+    return sides, len(members)
 
 
-def split_pairs(data: Path, directory: Path, *, fraction: float, seed: int) -> DataSummary:
-    """Write `train.jsonl` and `eval.jsonl` under `directory`; both files appear together or not at all."""
+class _HeldOut:
+    """The held-out sides as one BEIR directory: their questions as queries (split "test" for evaluation,
+    "dev" for validation), ranked against every held-out answer plus up to MAX_DISTRACTORS training
+    answers. Retrieval among the domain's other documents is what users run, and it keeps the task
+    from being trivially easy on a small hold-out."""
+
+    def __init__(self) -> None:
+        self.corpus: dict[str, str] = {}  # text -> id
+        self.queries: dict[str, str] = {}  # text -> id
+        self.qrels: dict[str, set[tuple[str, str]]] = {EVAL_SPLIT: set(), VALIDATION_SPLIT: set()}
+        self.distractors = 0
+
+    def _document(self, text: str) -> str:
+        return self.corpus.setdefault(text, f"d{len(self.corpus)}")
+
+    def add_pair(self, split: str, example: Example) -> None:
+        query = self.queries.setdefault(example.anchor, f"{split}-{len(self.queries)}")
+        self.qrels[split].add((query, self._document(example.positive)))
+        if example.negative is not None:
+            self._document(example.negative)
+
+    def add_distractors(self, example: Example) -> None:
+        for text in (example.positive, example.negative):
+            if text is not None and self.distractors < MAX_DISTRACTORS and text not in self.corpus:
+                self._document(text)
+                self.distractors += 1
+
+    def write(self, directory: Path) -> None:
+        (directory / "qrels").mkdir(parents=True)
+        for name, texts in (("corpus.jsonl", self.corpus), ("queries.jsonl", self.queries)):
+            with open(directory / name, "w", encoding="utf-8") as handle:
+                for text, identifier in texts.items():
+                    handle.write(json.dumps({"_id": identifier, "text": text}, ensure_ascii=False) + "\n")
+        for split, pairs in self.qrels.items():
+            if pairs:
+                lines = ["query-id\tcorpus-id\tscore", *(f"{q}\t{d}\t1" for q, d in sorted(pairs))]
+                (directory / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def split_pairs(
+    data: Path, directory: Path, *, eval_fraction: float, validation_fraction: float = 0.0, seed: int
+) -> DataSummary:
+    """Write `train.jsonl` and, for fractions above 0, the held-out BEIR directory `heldout/` (qrels
+    `test` for evaluation, `dev` for validation) under `directory`; both are replaced together."""
     summary, rows = summarise(data)
-    held, group_count = held_out_rows(rows, fraction, seed)
-    if len(held) >= len(rows) or group_count < 2:
+    splits = {EVAL_SPLIT: eval_fraction, VALIDATION_SPLIT: validation_fraction}
+    sides, group_count = held_out_rows(rows, list(splits.values()), seed)
+    held = {index: split for split, side in zip(splits, sides, strict=True) for index in side}
+    if len(held) >= len(rows) or group_count < 1 + sum(1 for fraction in splits.values() if fraction):
         raise DataError(
             data,
             0,
-            f"cannot hold out an evaluation split: its {len(rows)} pairs form {group_count} group(s) of shared "
-            "texts, leaving nothing to train on; pass --eval-data with separate evaluation data",
+            f"cannot hold out evaluation/validation splits: its {len(rows)} pairs form {group_count} group(s) of "
+            "shared texts, leaving nothing to train on; pass --eval-data with separate evaluation data",
         )
     directory.mkdir(parents=True, exist_ok=True)
-    targets = (directory / TRAIN_FILE, directory / EVAL_FILE)
-    staged = [path.with_name(f".{path.name}.{os.getpid()}.tmp") for path in targets]
-    with open(staged[0], "w", encoding="utf-8") as train, open(staged[1], "w", encoding="utf-8") as held_out:
-        for index, example in enumerate(PairReader(data)):
-            record = {"anchor": example.anchor, "positive": example.positive}
-            if example.negative is not None:
-                record["negative"] = example.negative
-            (held_out if index in held else train).write(json.dumps(record, ensure_ascii=False) + "\n")
-    for staging, target in zip(staged, targets, strict=True):
-        os.replace(staging, target)
-    summary.train_pairs, summary.eval_pairs = len(rows) - len(held), len(held)
-    summary.groups, summary.eval_fraction = group_count, fraction
+    staged_train = directory / f".{TRAIN_FILE}.{os.getpid()}.tmp"
+    staged_heldout = directory / f".{HELDOUT_DIR}.{os.getpid()}.tmp"
+    heldout = _HeldOut()
+    try:
+        with open(staged_train, "w", encoding="utf-8") as train:
+            for index, example in enumerate(PairReader(data)):
+                if index in held:
+                    heldout.add_pair(held[index], example)
+                    continue
+                heldout.add_distractors(example)
+                record = {"anchor": example.anchor, "positive": example.positive}
+                if example.negative is not None:
+                    record["negative"] = example.negative
+                train.write(json.dumps(record, ensure_ascii=False) + "\n")
+        if held:
+            heldout.write(staged_heldout)
+    except BaseException:
+        staged_train.unlink(missing_ok=True)
+        shutil.rmtree(staged_heldout, ignore_errors=True)
+        raise
+    shutil.rmtree(directory / HELDOUT_DIR, ignore_errors=True)
+    if held:
+        os.replace(staged_heldout, directory / HELDOUT_DIR)
+    os.replace(staged_train, directory / TRAIN_FILE)
+    summary.train_pairs = len(rows) - len(held)
+    summary.eval_pairs, summary.validation_pairs = (len(side) for side in sides)
+    summary.groups, summary.eval_fraction, summary.validation_fraction = group_count, eval_fraction, validation_fraction
+    summary.heldout_documents = len(heldout.corpus) if held else None
     return summary

@@ -12,13 +12,52 @@ from embedops.pipeline.config import PipelineConfig
 from embedops.pipeline.recipe import Recipe
 
 EVAL_BATCH_SIZE = 32
+CLEAN_FILE, REMOVED_FILE = "clean.jsonl", "removed.jsonl"
 
 
-def finetune_stage(config: PipelineConfig, train_file: Path, recipe: Recipe, output: Path) -> dict[str, Any]:
-    """Fine-tune the base model on the training side; returns the training record of the new manifest."""
+def prep_stage(config: PipelineConfig, directory: Path) -> dict[str, Any]:
+    """Clean the pairs with `embedops prep` (normalise, drop empty/self/duplicate pairs) into `directory`.
+
+    The split is the pipeline's own (pipeline.split) because it also carves the validation side.
+    """
+    from embedops.data.prep import PrepConfig, prep
+
+    result = prep(
+        PrepConfig(
+            data=config.data,
+            output=directory / CLEAN_FILE,
+            eval_fraction=0,
+            removed=directory / REMOVED_FILE,
+            model=config.base_model,
+            seed=config.seed,
+            force=True,
+        )
+    )
+    return {
+        "rows": result.rows,
+        "kept": result.train,
+        "removed": {reason: count for reason, count in result.removed.items() if count},
+        "lengths": result.lengths,
+    }
+
+
+def finetune_stage(
+    config: PipelineConfig, train_file: Path, recipe: Recipe, validation: tuple[Path, str], output: Path
+) -> dict[str, Any]:
+    """Fine-tune the base model on the training side, keeping the best epoch on `validation` (data, split);
+    returns the training record of the new manifest."""
+    from embedops.evaluate.datasets import load_task
+    from embedops.evaluate.scoring import default_metrics
     from embedops.train.config import FinetuneConfig
     from embedops.train.finetune import finetune
+    from embedops.train.selection import EpochSelection
 
+    selection = None
+    if recipe.patience:
+        path, split = validation
+        task = load_task(path, split=split)
+        source = f"{path.name} ({split} split)"
+        selection = EpochSelection(task, default_metrics(task)[0], source, recipe.patience, EVAL_BATCH_SIZE)
     result = finetune(
         FinetuneConfig(
             data=train_file,
@@ -28,14 +67,16 @@ def finetune_stage(config: PipelineConfig, train_file: Path, recipe: Recipe, out
             batch_size=recipe.batch_size,
             lr=recipe.lr,
             use_lora=config.use_lora,
+            mine_negatives=recipe.mine_negatives,
             seed=config.seed,
             device=config.device,
             force=True,
-        )
+        ),
+        selection,
     )
     training = result.manifest.training or {}
-    keep = ("pairs", "epochs", "batch_size", "lr", "steps", "seconds", "pairs_per_second")
-    return {key: training.get(key) for key in keep}
+    keep = ("pairs", "epochs", "epochs_run", "batch_size", "lr", "steps", "seconds", "pairs_per_second", "selection")
+    return {key: training.get(key) for key in keep} | {"mined_negatives": recipe.mine_negatives}
 
 
 def eval_stage(config: PipelineConfig, model: str, eval_data: Path) -> dict[str, Any]:
