@@ -21,11 +21,17 @@ DTYPE ?= int8
 PORT ?= 8000
 NORMALIZE ?=
 FORCE ?=
+# Pipeline variables: EVAL_DATA (BEIR dir or triples), QUANTIZE int8|int4|none, GATE (one expression), SERVE=1
+EVAL_DATA ?=
+QUANTIZE ?= int8
+GATE ?=
+SERVE ?=
 
-.PHONY: help install train-deps embed-finetune embed-merge embed-quantize embed-eval embed-serve demo test lint bench clean
+.PHONY: help install train-deps embed-finetune embed-merge embed-quantize embed-eval embed-serve pipeline demo test lint bench clean
 
 help:
-	@echo "make demo                 fine-tune the bundled model on the bundled sample data and show the gain"
+	@echo "make demo                 the whole pipeline on the bundled model and sample data, then serve it"
+	@echo "make pipeline DATA=… OUTPUT=runs/… [EVAL_DATA=… QUANTIZE=int8 GATE='ndcg@10>=+0.5' USE_LORA=1 SERVE=1]"
 	@echo "make test                 install everything into $(VENV) and run the test suite"
 	@echo "make train-deps           install runtime + training dependencies into $(VENV)"
 	@echo "make embed-finetune DATA=… OUTPUT=… [EPOCHS= BATCH= LR= USE_LORA=1 BASE=…]"
@@ -71,6 +77,13 @@ embed-eval: $(VENV)/.train-$(PINS)
 embed-serve: $(VENV)/.runtime-$(PINS)
 	$(BIN)/embedops serve $(if $(MODEL),--model "$(MODEL)") --port "$(PORT)" \
 	  $(if $(filter 1 true yes,$(NORMALIZE)),--normalize)
+
+pipeline: $(VENV)/.train-$(PINS)
+	$(BIN)/embedops pipeline --data "$(DATA)" --output "$(OUTPUT)" \
+	  $(if $(EVAL_DATA),--eval-data "$(EVAL_DATA)") --quantize "$(QUANTIZE)" $(if $(GATE),--gate "$(GATE)") \
+	  $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(BATCH),--batch-size $(BATCH)) $(if $(LR),--lr $(LR)) \
+	  $(if $(filter 1 true yes,$(USE_LORA)),--use-lora) $(if $(BASE),--base-model "$(BASE)") \
+	  $(if $(filter 1 true yes,$(SERVE)),--serve --port "$(PORT)")
 
 demo: $(VENV)/.train-$(PINS)
 	$(BIN)/embedops demo

@@ -35,6 +35,8 @@ def embedops_command(target: str, *variables: str) -> list[str]:
         ("embed-serve", ["MODEL=m", "PORT=8010", "NORMALIZE=1"], "serve"),
         ("embed-eval", ["MODEL=m", "DATA=d"], "eval"),
         ("embed-merge", ["MODEL=m", "OUTPUT=o"], "merge"),
+        ("pipeline", ["DATA=d.tsv", "OUTPUT=runs/x", "GATE=ndcg@10>=+0.5", "SERVE=1", "PORT=8001"], "pipeline"),
+        ("pipeline", ["DATA=d.tsv", "OUTPUT=runs/x", "EVAL_DATA=beir", "QUANTIZE=none", "USE_LORA=1"], "pipeline"),
     ],
 )
 def test_make_target_runs_a_valid_command(target: str, variables: list[str], command: str) -> None:

@@ -26,6 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     data.add_argument("--eval-split", default="test", help="split of a BEIR directory (default: test)")
     data.add_argument("--eval-fraction", type=float, default=0.1, help="share held out without --eval-data")
+    data.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.1,
+        help="share of the pairs that picks the best epoch (not used when --eval-data has a dev split)",
+    )
     model = parser.add_argument_group("model")
     model.add_argument("--base-model", default=DEFAULT_MODEL, help=f"model reference (default: {DEFAULT_MODEL})")
     model.add_argument("--output", required=True, help="run directory: artifacts, pipeline.json, report")
@@ -35,6 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float)
+    train.add_argument("--mine-negatives", type=int, metavar="N", help="hard negatives mined per pair (0: none)")
+    train.add_argument(
+        "--patience", type=int, help="stop after this many epochs without a better validation score (0: off)"
+    )
     train.add_argument("--seed", type=int, default=42, help="split, data order and initialisation")
     train.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
     gates = parser.add_argument_group("quality gates")
@@ -46,6 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="e.g. 'ndcg@10>=+0.5' (signed: points over the base model) or 'ndcg@10>=0.6' (absolute); repeatable",
     )
     gates.add_argument("--max-drift", type=float, metavar="D", help="refuse a quantized model whose 1 - cosine > D")
+    serving = parser.add_argument_group("serving")
+    serving.add_argument("--serve", action="store_true", help="serve the final model when every gate passed")
+    serving.add_argument("--port", type=int, default=8000, help="port for --serve (default 8000)")
     parser.set_defaults(run=run)
 
 
@@ -69,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
+        mine_negatives=args.mine_negatives,
+        patience=args.patience,
+        validation_fraction=args.validation_fraction,
         seed=args.seed,
         device=args.device,
     )
@@ -82,4 +98,9 @@ def run(args: argparse.Namespace) -> int:
     reused = [name for name, record in stages.items() if record["status"] == "reused"]
     print(f"\nstages reused: {', '.join(reused) or 'none'}")
     print(f"report: {result.report}  (and {result.directory / 'report.md'}, {result.directory / 'pipeline.json'})")
+    if args.serve:
+        from embedops.serve.server import serve
+        from embedops.serve.settings import ServeSettings
+
+        serve(ServeSettings(model=str(result.final_model), port=args.port, normalize=True))
     return 0
