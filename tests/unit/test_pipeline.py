@@ -200,7 +200,7 @@ def test_recipe_follows_the_size_of_the_data() -> None:
     small = choose_recipe(200, use_lora=False)
     assert (small.epochs, small.batch_size, small.lr, small.mine_negatives, small.patience) == (6, 25, 1e-4, 1, 2)
     assert "small domain set" in small.why[0] and any("capped at 25" in line for line in small.why)
-    assert choose_recipe(3_000, use_lora=False).epochs == 4
+    assert (choose_recipe(3_000, use_lora=False).epochs, choose_recipe(3_000, use_lora=False).lr) == (3, 2e-5)
     assert choose_recipe(60, use_lora=False).mine_negatives == 0  # too few passages to mine from
     assert choose_recipe(3_000, use_lora=False, with_negatives=True).mine_negatives == 0
     large = choose_recipe(200_000, use_lora=False)

@@ -38,6 +38,11 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="first mine N hard negatives per pair with the base model (see `embedops mine`)",
     )
+    data.add_argument(
+        "--mine-corpus",
+        metavar="PATH",
+        help="passages to mine from: BEIR corpus.jsonl or one per line (default: the positives of --data)",
+    )
     model = parser.add_argument_group("model")
     model.add_argument("--base-model", default=DEFAULT_MODEL, help=f"model reference (default: {DEFAULT_MODEL})")
     model.add_argument("--output", required=True, help="artifact directory to create")
@@ -102,6 +107,7 @@ def config_from_args(args: argparse.Namespace):
         skip_invalid=args.skip_invalid,
         force=args.force,
         mine_negatives=args.mine_negatives,
+        mine_corpus=args.mine_corpus,
     )
 
 

@@ -21,7 +21,15 @@ from embedops.pipeline.ledger import Ledger, content_hash, data_hash, model_hash
 from embedops.pipeline.recipe import choose_recipe
 from embedops.pipeline.report import write_reports
 from embedops.pipeline.split import HELDOUT_DIR, TRAIN_FILE, VALIDATION_SPLIT, split_pairs
-from embedops.pipeline.stages import CLEAN_FILE, eval_metrics, eval_stage, finetune_stage, prep_stage, quantize_stage
+from embedops.pipeline.stages import (
+    CLEAN_FILE,
+    eval_metrics,
+    eval_stage,
+    finetune_stage,
+    mining_corpus,
+    prep_stage,
+    quantize_stage,
+)
 
 FINETUNED, QUANTIZED, DATA_DIR = "finetuned", "quantized", "data"
 
@@ -107,6 +115,8 @@ def _stages(config: PipelineConfig, ledger: Ledger) -> None:
         mine_negatives=config.mine_negatives,
         patience=config.patience,
     )
+    if recipe.mine_negatives and (corpus := mining_corpus(config)):
+        recipe.why.append(f"negatives are mined from {corpus}, the documents the evaluation searches")
     ledger.document["recipe"] = recipe.to_record()
     ledger.document["commands"] = {"reproduce": config.command(recipe)}
     for line in recipe.why:
@@ -123,6 +133,7 @@ def _stages(config: PipelineConfig, ledger: Ledger) -> None:
             "seed": config.seed,
             "recipe": {key: value for key, value in recipe.to_record().items() if key != "why"},
             "validation": {"data": data_hash(validation[0]), "split": validation[1]} if recipe.patience else None,
+            "mine_corpus": data_hash(corpus) if (corpus := mining_corpus(config)) and recipe.mine_negatives else None,
         },
         lambda: finetune_stage(config, train_file, recipe, validation, finetuned),
         output=finetuned,

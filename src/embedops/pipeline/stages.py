@@ -41,6 +41,15 @@ def prep_stage(config: PipelineConfig, directory: Path) -> dict[str, Any]:
     }
 
 
+def mining_corpus(config: PipelineConfig) -> Path | None:
+    """The passages to mine hard negatives from: the corpus of a BEIR --eval-data (the documents the
+    model will search; only their text is used, never their relevance labels), else the training
+    positives. A held-out split is never mined from: its answers must stay unseen."""
+    if config.eval_data is not None and (config.eval_data / "corpus.jsonl").is_file():
+        return config.eval_data / "corpus.jsonl"
+    return None
+
+
 def finetune_stage(
     config: PipelineConfig, train_file: Path, recipe: Recipe, validation: tuple[Path, str], output: Path
 ) -> dict[str, Any]:
@@ -68,6 +77,7 @@ def finetune_stage(
             lr=recipe.lr,
             use_lora=config.use_lora,
             mine_negatives=recipe.mine_negatives,
+            mine_corpus=mining_corpus(config) if recipe.mine_negatives else None,
             seed=config.seed,
             device=config.device,
             force=True,

@@ -45,9 +45,11 @@ class FinetuneConfig:
     skip_invalid: bool = False
     force: bool = False
     mine_negatives: int = 0  # > 0: mine this many hard negatives per pair with the base model first
+    mine_corpus: Path | None = None  # passages to mine from (default: the positives of the data)
 
     def __post_init__(self) -> None:
         self.data, self.output = Path(self.data), Path(self.output)
+        self.mine_corpus = Path(self.mine_corpus) if self.mine_corpus else None
         checks = [
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
@@ -73,4 +75,5 @@ class FinetuneConfig:
     def to_record(self) -> dict:
         record = asdict(self)
         record.update(data=str(self.data), output=str(self.output), lr=self.learning_rate)
+        record["mine_corpus"] = str(self.mine_corpus) if self.mine_corpus else None
         return record

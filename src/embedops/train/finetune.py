@@ -120,6 +120,7 @@ def _mine_negatives(config: FinetuneConfig, work: Path) -> FinetuneConfig:
             MineConfig(
                 data=config.data,
                 output=mined,
+                corpus=config.mine_corpus,
                 model=config.base_model,
                 num_negatives=config.mine_negatives,
                 device=config.device,
@@ -270,6 +271,7 @@ def finetune(config: FinetuneConfig, selection: EpochSelection | None = None) ->
     manifest = _manifest(config, base, model, stats, data_sha256, trainer, seconds, len(dataset))
     if config.mine_negatives:
         manifest.training.update(hard_negatives=True, mined_negatives=config.mine_negatives)
+        manifest.training["mine_corpus"] = str(config.mine_corpus) if config.mine_corpus else None
     if selection is not None:
         manifest.training["selection"] = selection.to_record()
     if holdout is not None:
