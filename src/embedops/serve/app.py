@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -280,7 +280,7 @@ def create_app(settings: ServeSettings, engine: Engine) -> FastAPI:
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def metrics_route() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(EmbedopsError)
     async def embedops_error(request: Request, exc: EmbedopsError) -> Response:

@@ -1,8 +1,18 @@
-"""Prometheus metrics of one server, in their own registry (several apps can live in one process)."""
+"""Prometheus metrics of one server, in their own registry (several apps can live in one process).
+
+With `--workers N` every worker process writes its values to files under PROMETHEUS_MULTIPROC_DIR
+(prometheus-client's multiprocess mode, chosen by that variable before the workers start) and
+`/metrics`, whichever worker answers, adds up all of them.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _COUNT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -44,6 +54,23 @@ class ServeMetrics:
             "embedops_batch_tokens", "Padded tokens per engine batch.", buckets=_TOKEN_BUCKETS, registry=r
         )
         self.input_tokens = Counter("embedops_input_tokens", "Tokens embedded.", registry=r)
-        self.queue_depth = Gauge("embedops_queue_depth", "Inputs waiting for a batch.", registry=r)
-        self.in_flight = Gauge("embedops_in_flight_requests", "Requests admitted and not yet answered.", registry=r)
+        # Summed over live worker processes in multiprocess mode; ignored otherwise.
+        self.queue_depth = Gauge(
+            "embedops_queue_depth", "Inputs waiting for a batch.", registry=r, multiprocess_mode="livesum"
+        )
+        self.in_flight = Gauge(
+            "embedops_in_flight_requests",
+            "Requests admitted and not yet answered.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.failures = Counter("embedops_failures", "Requests refused or failed, by reason.", ["reason"], registry=r)
+
+    def exposition(self) -> bytes:
+        """The text `/metrics` returns: this process's registry, or every worker's in multiprocess mode."""
+        directory = os.environ.get(MULTIPROCESS_DIR)
+        if not directory:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=directory)
+        return generate_latest(registry)

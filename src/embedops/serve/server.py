@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import sys
+import tempfile
 
 from embedops.serve.settings import ServeSettings
 
@@ -28,9 +30,7 @@ def serve(settings: ServeSettings) -> None:
         "log_level": "info",
     }
     if settings.workers > 1:
-        # Workers are fresh processes: they read the same settings back from SERVE_* variables.
-        os.environ.update(settings.to_env())
-        uvicorn.run("embedops.serve.app:create_app_from_env", factory=True, workers=settings.workers, **options)
+        _serve_workers(settings, options)
         return
     # Listen before loading the model: clients that connect during the load wait in the kernel's
     # backlog and are answered once it is done, instead of being refused (`serve & sleep 5; curl`).
@@ -41,6 +41,23 @@ def serve(settings: ServeSettings) -> None:
     engine = Engine(ref, device=settings.device, dtype=settings.dtype)
     server = uvicorn.Server(uvicorn.Config(create_app(settings, engine), **options))
     server.run(sockets=[listener])
+
+
+def _serve_workers(settings: ServeSettings, options: dict) -> None:
+    """N uvicorn worker processes, each with its own engine; /metrics adds up all of them."""
+    import uvicorn
+
+    from embedops.serve.metrics import MULTIPROCESS_DIR
+
+    # Workers are fresh processes: they read the same settings back from SERVE_* variables, and the
+    # metrics directory from the environment before prometheus-client is first imported there.
+    os.environ.update(settings.to_env())
+    directory = tempfile.mkdtemp(prefix="embedops-metrics-")
+    os.environ[MULTIPROCESS_DIR] = directory
+    try:
+        uvicorn.run("embedops.serve.app:create_app_from_env", factory=True, workers=settings.workers, **options)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _listen(host: str, port: int) -> socket.socket:
