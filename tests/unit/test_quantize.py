@@ -39,7 +39,6 @@ def test_int8_artifact_is_onnx_only_and_described(int8_artifact: Path, tiny_mode
     assert manifest.parent == str(tiny_model_dir) and manifest.normalize and manifest.dim == 32
     quantization = manifest.quantization
     assert quantization["method"] == "onnx-dynamic-int8" and quantization["source"] == str(tiny_model_dir)
-    assert quantization["fused_ops"]["Attention"] == 2  # one fused attention op per layer of the tiny BERT
     assert {"mean_cosine", "p5_cosine", "min_cosine", "top10_overlap", "drift"} <= set(quantization["drift"])
     assert not list(int8_artifact.glob("*.safetensors"))  # no torch weights riding along
     assert [p.name for p in (int8_artifact / "onnx").iterdir()] == [Path(manifest.file).name]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from embedops.quantize.config import QuantizeConfig
 from embedops.quantize.export import export_onnx
 from embedops.quantize.kernels import kernel_for
-from embedops.quantize.onnx_int import fuse_transformer, quantize_int4, quantize_int8
+from embedops.quantize.onnx_int import quantize_int4, quantize_int8
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -28,13 +28,7 @@ def write_onnx_artifact(model: SentenceTransformer, directory: Path, config: Qua
     if config.dtype == "int8":
         kernel = kernel_for(config.target_cpu)
         file = f"onnx/model_qint8_{kernel.name}.onnx"
-        hf_config = model[0].auto_model.config
-        fused_graph = fp32.with_name("model_fused.onnx")
-        fused = fuse_transformer(
-            fp32, fused_graph, hf_config.model_type, hf_config.num_attention_heads, hf_config.hidden_size
-        )
-        record = quantize_int8(fused_graph if fused else fp32, directory / file, kernel, fused)
-        fused_graph.unlink(missing_ok=True)
+        record = quantize_int8(fp32, directory / file, kernel)
     else:
         file = f"onnx/model_q4_bs{config.block_size}.onnx"
         record = quantize_int4(fp32, directory / file, config.block_size)

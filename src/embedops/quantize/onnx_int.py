@@ -1,12 +1,10 @@
 """Integer quantization of an fp32 ONNX graph with ONNX Runtime's own tools.
 
 int8: dynamic quantization (weights int8 per channel, activations quantized at run time), with the
-kernel configuration of the target CPU, of a graph whose attention, layer norms and GELU ONNX
-Runtime's transformer optimizer has first fused into its own kernels (BERT family). int4: weight-only
-and block-wise, the token-embedding table in 4 bits (GatherBlockQuantized) and every MatMul weight in
-8 bits (MatMulNBits). On all-MiniLM-L6-v2 that file is 81% of int8's and drifts half as much; 4-bit
-MatMul weights as well would make it 62% of int8's but drift four times as much as int8
-(bench/RESULTS.md).
+kernel configuration of the target CPU. int4: weight-only and block-wise, the token-embedding table in
+4 bits (GatherBlockQuantized) and every MatMul weight in 8 bits (MatMulNBits). On all-MiniLM-L6-v2
+that file is 81% of int8's and drifts half as much; 4-bit MatMul weights as well would make it 62% of
+int8's but drift four times as much as int8 (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -21,45 +19,18 @@ if TYPE_CHECKING:
     import onnx
 
 
-# Architectures (transformers' model_type) whose attention the optimizer fuses, by its own model type.
-_FUSABLE = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "distilbert": "bert"}
-
-
-def fuse_transformer(source: Path, target: Path, model_type: str, heads: int, hidden: int) -> dict[str, int] | None:
-    """Write `source` with fused Attention/SkipLayerNorm/Gelu ops to `target`; None (nothing written) when
-    the architecture is not supported or no attention was fused, so the caller keeps the plain graph.
-
-    Fused kernels run one op where the exported graph runs dozens: on a 2-core CPU the int8 MiniLM then
-    embeds 14% more texts per second in batches of 8 (bench/RESULTS.md)."""
-    optimizer_type = _FUSABLE.get(model_type)
-    if optimizer_type is None:
-        return None
-    from onnxruntime.transformers.optimizer import optimize_model
-
-    optimized = optimize_model(str(source), model_type=optimizer_type, num_heads=heads, hidden_size=hidden, opt_level=1)
-    fused = {name: count for name, count in optimized.get_fused_operator_statistics().items() if count}
-    if not fused.get("Attention"):
-        return None
-    optimized.save_model_to_file(str(target))
-    return fused
-
-
-def quantize_int8(source: Path, target: Path, kernel: Int8Kernel, fused: dict[str, int] | None) -> dict[str, object]:
+def quantize_int8(source: Path, target: Path, kernel: Int8Kernel) -> dict[str, object]:
     """Write the dynamic int8 graph of `source` to `target`; return what to record in the manifest."""
-    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     weight_type = QuantType.QInt8 if kernel.signed_weights else QuantType.QUInt8
-    options: dict[str, object] = {"WeightSymmetric": True, "ActivationSymmetric": False}
-    if fused:  # shape inference cannot type the outputs of ONNX Runtime's own fused ops
-        options["DefaultTensorType"] = onnx.TensorProto.FLOAT
     quantize_dynamic(
         source,
         target,
         per_channel=True,
         reduce_range=kernel.reduce_range,
         weight_type=weight_type,
-        extra_options=options,
+        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
     )
     return {
         "method": "onnx-dynamic-int8",
@@ -67,7 +38,6 @@ def quantize_int8(source: Path, target: Path, kernel: Int8Kernel, fused: dict[st
         "weights": weight_type.name,
         "per_channel": True,
         "reduce_range": kernel.reduce_range,
-        "fused_ops": fused or {},
     }
 
 
