@@ -120,8 +120,8 @@ def test_every_readme_command_runs(tmp_path: Path) -> None:
     assert "finetune: reused" in after_make_pipeline and "quantize: reused" in after_make_pipeline
     assert "gate ndcg@10>=+2: passed" in output
     assert "\n2 384\n" in output  # the openai SDK against /v1
-    smoke = output.split("+ curl -s -X POST localhost:8010/embed", 1)[1]
-    assert smoke.strip().splitlines()[0] == "384"  # the seed's smoke test
+    smoke = output.split("+ curl -s -X POST localhost:8010/embed", 1)[1].split("\n", 1)[1]
+    assert smoke.strip().splitlines()[0] == "384"  # the seed's smoke test: what follows the echoed command
     demo = json.loads((project / "runs" / "demo" / "pipeline.json").read_text())
     base, tuned = (demo["stages"][stage]["result"]["metrics"]["ndcg@10"] for stage in ("eval-base", "eval-finetuned"))
     assert tuned > base, (base, tuned)  # fine-tuning the real model on the sample data helps held-out retrieval

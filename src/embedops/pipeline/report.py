@@ -65,7 +65,7 @@ def _data_blocks(document: dict[str, Any]) -> list[Block]:
     prep = data.get("prep") or {}
     removed = ", ".join(f"{count} {reason}" for reason, count in (prep.get("removed") or {}).items()) or "none"
     rows = [
-        ["training file", f"`{data.get('data')}`"],
+        ["training file", f"`{config['data']}`"],
         ["sha256", f"`{str(data.get('sha256'))[:16]}…`"],
         ["pairs", f"{prep.get('rows', data.get('pairs'))} read, {data.get('pairs')} kept after prep"],
         ["removed by prep", removed],

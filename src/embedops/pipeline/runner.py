@@ -68,7 +68,8 @@ def _data_stage(config: PipelineConfig, ledger: Ledger, base_hash: str) -> tuple
     hold_out, dev_split = config.eval_data is None, _dev_split(config)
     fractions = {
         "eval_fraction": config.eval_fraction if hold_out else 0.0,
-        "validation_fraction": 0.0 if dev_split else config.validation_fraction,
+        # No validation side where a dev split picks the epoch, or where nothing is picked (--patience 0).
+        "validation_fraction": 0.0 if dev_split or config.patience == 0 else config.validation_fraction,
     }
     inputs = {"data_sha256": data_hash(config.data), "base_model": base_hash, "seed": config.seed, **fractions}
 
