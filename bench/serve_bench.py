@@ -5,7 +5,10 @@
 For each server (ours on the given models; Infinity's torch engine when --infinity names a Python
 that has `infinity-emb[server,torch]`), it sends requests of 1 and 8 texts of ~40 words at
 concurrency 1, 16 and 64, each cell bounded by --seconds and --max-requests, and prints texts/s,
-p50/p95/p99 latency and the ratio to in-process `encode` of the same batch size measured in this run.
+p50/p95/p99 latency and two ratios measured in this run, per batch size: to sentence-transformers'
+`encode` of the same artifact in process (what a user would call without a server), and to the
+server's own engine called directly in process (tokenize + forward: what HTTP and batching cost).
+The load generator is aiohttp on the same cores as the server, so its CPU is part of every figure.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
 import httpx
 import numpy as np
 
@@ -56,14 +61,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def in_process(model_dir: str, batch: int, seconds: float) -> float:
-    from embedops.models import load
+def in_process(model_dir: str, batch: int, seconds: float) -> tuple[float, float]:
+    """Texts/s of sentence-transformers' `encode`, then of the serving engine called directly."""
+    from embedops.models import load, resolve
+    from embedops.serve.engine import Engine
 
     model = load(model_dir, device="cpu")
-    model.encode(texts(8))
+    engine = Engine(resolve(model_dir), device="cpu")
+    engine.warmup()
+    encode = _rate(lambda chunk: model.encode(chunk, batch_size=batch), batch, seconds)
+    direct = _rate(lambda chunk: engine.embed(engine.tokenize(chunk, truncate=True)), batch, seconds)
+    return encode, direct
+
+
+def _rate(embed: Callable[[list[str]], object], batch: int, seconds: float) -> float:
+    embed(texts(8))
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        model.encode(texts(batch, done), batch_size=batch)
+        embed(texts(batch, done))
         done += batch
     return done / (time.perf_counter() - started)
 
@@ -91,18 +106,23 @@ async def load_test(
         {field: texts(batch, i), "model": "m"} if field == "input" else {field: texts(batch, i)} for i in range(64)
     ]
     deadline = time.perf_counter() + seconds
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=concurrency)) as c:
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(url, connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as c:
+
+        async def post(payload: dict) -> None:
+            async with c.post(route, json=payload) as response:
+                response.raise_for_status()
+                await response.read()
 
         async def worker(index: int) -> None:
             n = index
             while time.perf_counter() < deadline and len(latencies) < max_requests:
                 began = time.perf_counter()
-                response = await c.post(route, json=payloads[n % 64])
-                response.raise_for_status()
+                await post(payloads[n % 64])
                 latencies.append(time.perf_counter() - began)
                 n += concurrency
 
-        await c.post(route, json=payloads[0])
+        await post(payloads[0])
         started = time.perf_counter()
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
         elapsed = time.perf_counter() - started
@@ -128,7 +148,11 @@ def main() -> None:
     rows = []
     for label, path, infinity in servers:
         baseline = {b: in_process(path, b, args.seconds) for b in (1, 8)}
-        rows += [(f"in-process {label.split(' ', 1)[1]}", 1, b, baseline[b], [], 1.0) for b in (1, 8)]
+        backend = label.split(" ", 1)[1]
+        for b in (1, 8):
+            encode, direct = baseline[b]
+            rows.append((f"encode {backend}", 1, b, encode, [], 1.0, encode / direct))
+            rows.append((f"engine {backend}", 1, b, direct, [], direct / encode, 1.0))
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         if infinity:
@@ -170,16 +194,20 @@ def main() -> None:
                     rate, lat = asyncio.run(
                         load_test(url, route, field, concurrency, batch, args.seconds, args.max_requests)
                     )
-                    rows.append((label, concurrency, batch, rate, lat, rate / baseline[batch]))
+                    encode, direct = baseline[batch]
+                    vs_engine = None if infinity else rate / direct
+                    rows.append((label, concurrency, batch, rate, lat, rate / encode, vs_engine))
         finally:
             process.terminate()
             process.wait(timeout=60)
     print(
-        f"{'system':<26}{'conc':>5}{'batch':>6}{'texts/s':>10}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'x in-proc':>10}"
+        f"{'system':<26}{'conc':>5}{'batch':>6}{'texts/s':>10}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}"
+        f"{'x encode':>10}{'x engine':>10}"
     )
-    for label, concurrency, batch, rate, lat, ratio in rows:
+    for label, concurrency, batch, rate, lat, vs_encode, vs_engine in rows:
         p = [f"{np.percentile(lat, q) * 1000:8.1f}" if lat else f"{'-':>8}" for q in (50, 95, 99)]
-        print(f"{label:<26}{concurrency:>5}{batch:>6}{rate:>10.1f}{''.join(p)}{ratio:>10.2f}")
+        engine_ratio = f"{vs_engine:>10.2f}" if vs_engine is not None else f"{'-':>10}"
+        print(f"{label:<26}{concurrency:>5}{batch:>6}{rate:>10.1f}{''.join(p)}{vs_encode:>10.2f}{engine_ratio}")
 
 
 if __name__ == "__main__":

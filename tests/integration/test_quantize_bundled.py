@@ -1,5 +1,6 @@
 """The bundled all-MiniLM-L6-v2 quantized to int8 through the seed script: small, close to its source,
-and loadable by embedops.models.load (what the evaluator and the server use)."""
+loadable by embedops.models.load (what the evaluator uses), and served by the engine's own ONNX
+Runtime path to the same vectors."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from embedops.artifact import read_manifest
 from embedops.models import DEFAULT_MODEL, load, resolve
+from embedops.serve.engine import Engine
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,8 +48,9 @@ def test_seed_script_quantizes_the_default_model_to_int8(tmp_path: Path) -> None
     drift = manifest.quantization["drift"]
     assert drift["samples"] >= 300 and drift["mean_cosine"] >= 0.98 and drift["top10_overlap"] >= 0.8
     model = load(output)
-    first, second, unrelated = model.encode(
-        ["How do I reset my password?", "I forgot my password, how can I change it?", "The cat sat on the mat."],
-        normalize_embeddings=True,
-    )
+    texts = ["How do I reset my password?", "I forgot my password, how can I change it?", "The cat sat on the mat."]
+    first, second, unrelated = model.encode(texts, normalize_embeddings=True)
     assert first @ second > first @ unrelated + 0.3
+    engine = Engine(resolve(output))
+    assert engine.info.forward == "onnxruntime+numpy"
+    np.testing.assert_allclose(engine.embed(engine.tokenize(texts, truncate=True)), model.encode(texts), atol=1e-5)

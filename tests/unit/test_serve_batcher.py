@@ -47,6 +47,23 @@ def test_concurrent_requests_share_batches_and_get_their_own_rows(engine: Engine
     assert total == 40 and count < 10  # ten requests, merged into fewer batches
 
 
+def test_tokenize_matches_the_models_tokenizer_from_many_threads_at_once(engine: Engine) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [
+        "Hello, WORLD! naïve café — ünïcödé 🤗 [SEP] [MASK]",
+        "   leading and trailing spaces   ",
+        "tabs\tand\nnewlines " * 3,
+        "a " * 200,  # longer than the tiny model's 64-token window: cut, specials kept
+    ]
+    expected = engine.model.tokenize(texts)
+    lengths = expected["attention_mask"].sum(dim=1).tolist()
+    rows = [ids[:length] for ids, length in zip(expected["input_ids"].tolist(), lengths, strict=True)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: engine.tokenize(texts, truncate=True), range(64)))
+    assert all(result == rows for result in results)
+
+
 def test_token_budget_and_length_sorting_shape_batches(engine: Engine) -> None:
     short, long = [101, 2000, 102], [101, *range(2000, 2058), 102]
 

@@ -25,6 +25,7 @@ def onnx_artifact(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 def test_onnx_artifact_is_served_by_onnxruntime(onnx_artifact: Path) -> None:
     engine = Engine(resolve(onnx_artifact), device="cpu")
     assert (engine.info.backend, engine.info.dtype, engine.info.dim) == ("onnx", "int8", 32)
+    assert engine.info.forward == "onnxruntime+numpy"
     texts = ["hello world", "a longer sentence to pad the batch " * 3]
     served = engine.embed(engine.tokenize(texts, truncate=True))
     np.testing.assert_allclose(served, load(onnx_artifact, device="cpu").encode(texts), atol=1e-5)

@@ -82,12 +82,12 @@ def create_app(settings: ServeSettings, engine: Engine) -> FastAPI:
         if settings.warmup:
             await asyncio.to_thread(engine.warmup)
         state["ready"] = True
-        logger.info("ready: %s (%s, %s, dim %d)", info.model, info.backend, info.dtype, info.dim)
+        logger.info("ready: %s (%s, %s, %s, dim %d)", info.model, info.backend, info.dtype, info.forward, info.dim)
 
     app = FastAPI(title="embedops", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, access_log=settings.access_log)
 
-    def require_api_key(request: Request) -> None:
+    async def require_api_key(request: Request) -> None:
         if settings.api_key is None:
             return
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -258,6 +258,7 @@ def create_app(settings: ServeSettings, engine: Engine) -> FastAPI:
                 "device": info.device,
                 "backend": info.backend,
                 "dtype": info.dtype,
+                "forward": info.forward,
                 "quantization": info.quantization,
                 "max_seq_length": info.max_seq_length,
                 "normalize": settings.normalize,

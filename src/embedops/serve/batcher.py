@@ -1,8 +1,9 @@
 """Dynamic batching: merge the inputs of concurrent requests into engine batches under a token budget.
 
 The only caller of the engine. A request is admitted or refused (429) at once; admitted inputs are
-tokenized off the event loop, queued, and grouped with inputs of similar length so a batch pads
-little. Work of a request whose client went away is dropped before it reaches the engine.
+tokenized (off the event loop unless they are a few lines of text), queued, and grouped with inputs
+of similar length so a batch pads little. Work of a request whose client went away is dropped before
+it reaches the engine.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ import numpy as np
 from embedops.errors import RequestError
 from embedops.serve.engine import Engine
 from embedops.serve.metrics import ServeMetrics
+
+# Up to this many characters a request is tokenized on the event loop: at ~0.75 µs a character on a
+# 2-core server CPU that is under 0.4 ms, less than the round trip to a thread (~0.5 ms) that a
+# single short text would otherwise add to its latency.
+INLINE_TOKENIZE_CHARS = 512
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,9 @@ class Batcher:
             self.metrics.in_flight.dec()
 
     async def tokenize(self, texts: list[str], *, truncate: bool, left: bool = False) -> list[list[int]]:
-        """Token ids of `texts`, computed in a thread so the event loop keeps answering."""
+        """Token ids of `texts`; a large request is tokenized in a thread so the event loop keeps answering."""
+        if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
+            return self.engine.tokenize(texts, truncate=truncate, left=left)
         return await asyncio.to_thread(self.engine.tokenize, texts, truncate=truncate, left=left)
 
     def prepare_ids(self, inputs: list[list[int]], *, truncate: bool) -> list[list[int]]:

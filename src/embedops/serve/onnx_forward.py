@@ -1,0 +1,99 @@
+"""The forward pass of an ONNX artifact without sentence-transformers' module chain: session, pooling, norm.
+
+Serving one short text on a CPU spends as much time in the chain around the ONNX Runtime session
+(numpy → torch → numpy, torch's pooling ops, and torch's and ONNX Runtime's thread pools contending for
+the same cores) as in the parts that differ per request. The pooling and normalisation modules are
+reproduced here in numpy, to the same definitions; a chain with any other module (a Dense layer, …)
+is not taken over and keeps running through sentence-transformers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+Pool = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def _cls(tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return tokens[:, 0]
+
+
+def _max(tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return np.where(mask[:, :, None] > 0, tokens, np.float32(-1e9)).max(axis=1)
+
+
+def _masked_sum(tokens: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted sum over positions (a batched matmul, no (batch, seq, dim) temporary) and the weights' sum."""
+    summed = np.matmul(weights[:, None, :], tokens)[:, 0]
+    return summed, np.maximum(weights.sum(axis=1, keepdims=True), np.float32(1e-9))
+
+
+def _mean(tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    summed, count = _masked_sum(tokens, mask.astype(np.float32))
+    return summed / count
+
+
+def _mean_sqrt_len(tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    summed, count = _masked_sum(tokens, mask.astype(np.float32))
+    return summed / np.sqrt(count)
+
+
+def _weighted_mean(tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    positions = np.arange(1, mask.shape[1] + 1, dtype=np.float32)
+    summed, weight = _masked_sum(tokens, mask.astype(np.float32) * positions)
+    return summed / weight
+
+
+def _last_token(tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The last attended position, whichever side the batch was padded on."""
+    width = mask.shape[1]
+    last = width - 1 - np.argmax(mask[:, ::-1] > 0, axis=1)
+    return tokens[np.arange(len(tokens)), last] * (mask.max(axis=1, keepdims=True) > 0)
+
+
+# sentence-transformers' Pooling flags, in the order it concatenates their outputs.
+_POOLS: tuple[tuple[str, Pool], ...] = (
+    ("pooling_mode_cls_token", _cls),
+    ("pooling_mode_max_tokens", _max),
+    ("pooling_mode_mean_tokens", _mean),
+    ("pooling_mode_mean_sqrt_len_tokens", _mean_sqrt_len),
+    ("pooling_mode_weightedmean_tokens", _weighted_mean),
+    ("pooling_mode_lasttoken", _last_token),
+)
+
+
+class OnnxForward:
+    """Token ids → sentence embeddings through the artifact's ONNX Runtime session and numpy pooling."""
+
+    def __init__(self, session: Any, pools: list[Pool], normalize: bool) -> None:
+        self.session = session
+        self.input_names = [node.name for node in session.get_inputs()]
+        self.pools = pools
+        self.normalize = normalize
+
+    @classmethod
+    def from_model(cls, model: Any) -> OnnxForward | None:
+        """Take over a loaded ONNX artifact's chain when it is session → Pooling → optional Normalize."""
+        modules = list(model)
+        session = getattr(getattr(modules[0], "auto_model", None), "session", None)
+        if session is None or len(modules) not in (2, 3) or type(modules[1]).__name__ != "Pooling":
+            return None
+        if len(modules) == 3 and type(modules[2]).__name__ != "Normalize":
+            return None
+        pools = [pool for flag, pool in _POOLS if getattr(modules[1], flag, False)]
+        if not pools:
+            return None
+        return cls(session, pools, normalize=len(modules) == 3)
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": np.zeros_like(input_ids)}
+        tokens = self.session.run(None, {name: given[name] for name in self.input_names})[0]
+        tokens = tokens.astype(np.float32, copy=False)
+        parts = [pool(tokens, attention_mask) for pool in self.pools]
+        vectors = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+        if self.normalize:
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), np.float32(1e-12))
+        return np.ascontiguousarray(vectors, dtype=np.float32)
