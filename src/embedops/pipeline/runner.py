@@ -116,7 +116,8 @@ def _stages(config: PipelineConfig, ledger: Ledger) -> None:
         mine_negatives=config.mine_negatives,
         patience=config.patience,
     )
-    if recipe.mine_negatives and (corpus := mining_corpus(config)):
+    corpus = mining_corpus(config) if recipe.mine_negatives else None
+    if corpus is not None:
         recipe.why.append(f"negatives are mined from {corpus}, the documents the evaluation searches")
     ledger.document["recipe"] = recipe.to_record()
     ledger.document["commands"] = {"reproduce": config.command(recipe)}
@@ -134,7 +135,7 @@ def _stages(config: PipelineConfig, ledger: Ledger) -> None:
             "seed": config.seed,
             "recipe": {key: value for key, value in recipe.to_record().items() if key != "why"},
             "validation": {"data": data_hash(validation[0]), "split": validation[1]} if recipe.patience else None,
-            "mine_corpus": data_hash(corpus) if (corpus := mining_corpus(config)) and recipe.mine_negatives else None,
+            "mine_corpus": data_hash(corpus) if corpus is not None else None,
         },
         lambda: finetune_stage(config, train_file, recipe, validation, finetuned),
         output=finetuned,

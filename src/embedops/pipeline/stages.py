@@ -43,8 +43,8 @@ def prep_stage(config: PipelineConfig, directory: Path) -> dict[str, Any]:
 
 def mining_corpus(config: PipelineConfig) -> Path | None:
     """The passages to mine hard negatives from: the corpus of a BEIR --eval-data (the documents the
-    model will search; only their text is used, never their relevance labels), else the training
-    positives. A held-out split is never mined from: its answers must stay unseen."""
+    model will search; only their text is used, never their relevance labels); None means the
+    training positives. A held-out split is never mined from: its answers must stay unseen."""
     if config.eval_data is not None and (config.eval_data / "corpus.jsonl").is_file():
         return config.eval_data / "corpus.jsonl"
     return None
