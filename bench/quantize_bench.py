@@ -1,10 +1,12 @@
-"""Quantization benchmark: size, peak RSS, CPU throughput and quality of one model in four forms.
+"""Quantization benchmark: size, memory, CPU throughput and quality of one model in four forms.
 
     python bench/quantize_bench.py [--model REF] [--data ../shared/data] [--out-dir /tmp/qbench]
 
 Forms: torch fp32 (the baseline), ONNX fp32, ONNX int8 and ONNX int4, the last two made with
-`embedops.quantize`. Each form is measured in its own fresh process, so peak RSS is that form's
-alone. Quality: WikiQA test nDCG@10 over the whole corpus, STS-B test Spearman (x100).
+`embedops.quantize`. Each form is measured in its own fresh process, so its memory is that form's
+alone: peak RSS once the model is loaded and has encoded the throughput texts, before the quality
+runs (whose corpus embeddings would swamp the model's own share). Quality: WikiQA test nDCG@10 over
+the whole corpus, STS-B test Spearman (x100).
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def read_jsonl(path: Path) -> dict[str, str]:
 
 
 def worker(form: str, path: Path, data: Path, *, retrieval: bool = True) -> dict:
-    """Load one form, measure throughput and quality, report peak RSS; runs in its own process."""
+    """Load one form, measure throughput, its serving memory, then quality; runs in its own process."""
     import torch
     from scipy.stats import spearmanr
 
@@ -105,6 +107,7 @@ def worker(form: str, path: Path, data: Path, *, retrieval: bool = True) -> dict
         started = time.perf_counter()
         model.encode(texts, batch_size=32)
         result[f"texts_per_s_{tokens}"] = round(count / (time.perf_counter() - started), 1)
+    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     if retrieval:
         result["ndcg@10"] = wikiqa_ndcg(model, corpus, data)
     with open(data / "stsb" / "sts-test.csv", encoding="utf-8") as handle:
@@ -112,7 +115,6 @@ def worker(form: str, path: Path, data: Path, *, retrieval: bool = True) -> dict
     first = model.encode([r[5] for r in rows], batch_size=64, normalize_embeddings=True)
     second = model.encode([r[6] for r in rows], batch_size=64, normalize_embeddings=True)
     result["sts_spearman"] = round(100 * spearmanr((first * second).sum(1), [float(r[4]) for r in rows])[0], 2)
-    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return result
 
 
@@ -139,7 +141,7 @@ def wikiqa_ndcg(model, corpus: dict[str, str], data: Path) -> float:
 def table(rows: list[dict]) -> str:
     base = rows[0]
     lines = [
-        "| form | weights MiB | size vs fp32 | peak RSS MiB | texts/s ~60 tok | x | texts/s ~250 tok | x "
+        "| form | weights MiB | size vs fp32 | RSS MiB loaded+encoding | texts/s ~60 tok | x | texts/s ~250 tok | x "
         "| WikiQA nDCG@10 | Δ | STS-B Spearman | Δ |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
