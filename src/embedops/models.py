@@ -221,6 +221,13 @@ def _adapter_base(ref: ModelRef) -> ModelRef:
     return resolve(base_reference)
 
 
+def cpu_session(path: Path) -> Any:
+    """An ONNX Runtime session for a graph file, on the CPU provider (what quantized artifacts target)."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
 def _load_onnx(ref: ModelRef, *, device: str | None) -> SentenceTransformer:
     """A SentenceTransformer whose transformer runs in an ONNX Runtime session on the CPU.
 
@@ -264,7 +271,6 @@ def _sentence_transformers_module(entry: dict[str, Any], source: Path) -> Any:
 def _onnx_runtime_transformer() -> type:
     """sentence-transformers' Transformer (tokenizer, config, pooling inputs) with an ONNX Runtime session
     in place of the torch model; built on call so that importing this module stays free of torch."""
-    import onnxruntime as ort
     import torch
     from sentence_transformers.models import Transformer
 
@@ -272,7 +278,7 @@ def _onnx_runtime_transformer() -> type:
         """Calls the session the way Transformer.forward calls a Hugging Face model."""
 
         def __init__(self, path: Path, config: Any) -> None:
-            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            self.session = cpu_session(path)
             self.input_names = [node.name for node in self.session.get_inputs()]
             self.config = config
 

@@ -177,7 +177,7 @@ def create_app(settings: ServeSettings, engine: Engine) -> FastAPI:
     def with_prompt(texts: list[str], prompt_name: str | None) -> list[str]:
         if prompt_name is None:
             return texts
-        prompts = engine.model.prompts or {}
+        prompts = engine.prompts
         if prompt_name not in prompts:
             raise RequestError(
                 f"prompt_name {prompt_name!r} is not one of the model's prompts {sorted(prompts)}",

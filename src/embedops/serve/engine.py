@@ -7,19 +7,21 @@ blocking and thread-safe; the batcher decides which run off the event loop.
 
 from __future__ import annotations
 
-import threading
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from embedops.errors import ConfigError, RequestError
 from embedops.models import ModelRef, load
 from embedops.serve.onnx_forward import OnnxForward
+from embedops.serve.tokenizer import ServingTokenizer
 
-_TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_TORCH_DTYPES = ("fp32", "fp16", "bf16")
+Forward = Callable[[np.ndarray, np.ndarray], np.ndarray]  # padded ids, attention mask → embeddings
 
 
 @dataclass(frozen=True)
@@ -40,82 +42,86 @@ class EngineInfo:
 
 
 class Engine:
-    """A SentenceTransformer loaded once for serving: `tokenize` then `embed` batches of token ids."""
+    """A model loaded once for serving: `tokenize` then `embed` batches of token ids.
+
+    ONNX artifacts whose chain is session → pooling → normalize are opened from their files (no
+    torch, no sentence-transformers); everything else is loaded as a SentenceTransformer.
+    """
 
     def __init__(self, ref: ModelRef, *, device: str | None = None, dtype: str = "auto") -> None:
         self.ref = ref
         manifest = ref.manifest
-        self.model = load(ref, device=device)
-        self.model.eval()
         backend = manifest.backend
         resolved_dtype = manifest.dtype if dtype == "auto" else dtype
-        if backend == "torch":
-            if resolved_dtype not in _TORCH_DTYPES:
-                raise ConfigError(f"dtype {resolved_dtype!r} cannot run on the torch backend")
-            if resolved_dtype != "fp32":
-                self.model.to(_TORCH_DTYPES[resolved_dtype])
-        elif dtype != "auto":
+        if backend == "torch" and resolved_dtype not in _TORCH_DTYPES:
+            raise ConfigError(f"dtype {resolved_dtype!r} cannot run on the torch backend")
+        if backend != "torch" and dtype != "auto":
             raise ConfigError(f"--dtype applies to torch models; {ref.path} is an {backend} artifact")
-        # ONNX artifacts skip the torch module chain when their pooling can be done in numpy.
-        self._onnx_forward = OnnxForward.from_model(self.model) if backend == "onnx" else None
-        self.tokenizer = self.model.tokenizer
-        self._specials = self.tokenizer.num_special_tokens_to_add(pair=False)
-        self._pad_id = self.tokenizer.pad_token_id or 0
-        self._pad_left = self.tokenizer.padding_side == "left"
-        self._needs_token_types = "token_type_ids" in self.tokenizer.model_input_names
-        self._content_ids = _content_encoder(self.tokenizer)
+        self.model: Any = None  # the SentenceTransformer, when one was loaded
+        self._forward: Forward
+        lean = _open_onnx(ref) if backend == "onnx" and device in (None, "cpu") else None
+        if lean is not None:
+            self._forward, self.tokenizer, self.prompts, max_seq_length, normalizes = lean
+            device_name = "cpu"
+        else:
+            self.model = load(ref, device=device)
+            self.model.eval()
+            if backend == "torch" and resolved_dtype != "fp32":
+                import torch
+
+                self.model.to(getattr(torch, {"fp16": "float16", "bf16": "bfloat16"}[resolved_dtype]))
+            onnx = OnnxForward.from_model(self.model) if backend == "onnx" else None
+            self._forward = onnx or _TorchForward(self.model)
+            lowercase = bool(getattr(self.model[0], "do_lower_case", False))
+            self.tokenizer = ServingTokenizer.from_transformers(self.model.tokenizer, lowercase=lowercase)
+            self.prompts = dict(self.model.prompts or {})
+            max_seq_length = self.model.max_seq_length
+            normalizes = any(type(module).__name__ == "Normalize" for module in self.model)
+            device_name = str(self.model.device)
         self.info = EngineInfo(
             model=ref.name,
-            dim=int(self.model.get_sentence_embedding_dimension() or manifest.dim or 0),
-            device=str(self.model.device),
+            dim=int(manifest.dim or self.embed([self.tokenizer.wrap([])]).shape[1]),
+            device=device_name,
             backend=backend,
             dtype=resolved_dtype,
             quantization=manifest.quantization,
-            max_seq_length=int(self.model.max_seq_length or manifest.max_seq_length or 512),
-            model_normalizes=any(type(m).__name__ == "Normalize" for m in self.model),
-            vocab_size=len(self.tokenizer),
-            forward="sentence-transformers" if self._onnx_forward is None else "onnxruntime+numpy",
+            max_seq_length=int(max_seq_length or manifest.max_seq_length or 512),
+            model_normalizes=normalizes,
+            vocab_size=self.tokenizer.vocab_size,
+            forward="onnxruntime+numpy" if isinstance(self._forward, OnnxForward) else "sentence-transformers",
         )
 
     def tokenize(self, texts: list[str], *, truncate: bool, left: bool = False) -> list[list[int]]:
         """Token ids with special tokens, cut to the model's window (or refused with 413 when too long)."""
-        content = self._content_ids(texts)
+        content = self.tokenizer.content_ids(texts)
         return [self.with_special_tokens(ids, truncate=truncate, left=left, index=i) for i, ids in enumerate(content)]
 
     def with_special_tokens(self, ids: list[int], *, truncate: bool, left: bool = False, index: int = 0) -> list[int]:
         """Wrap content ids for the model, keeping the side of a long input that the caller asked for."""
-        room = self.info.max_seq_length - self._specials
+        room = self.info.max_seq_length - self.tokenizer.specials
         if len(ids) > room:
             if not truncate:
                 raise RequestError(
-                    f"input {index} has {len(ids) + self._specials} tokens, more than the model's "
+                    f"input {index} has {len(ids) + self.tokenizer.specials} tokens, more than the model's "
                     f"{self.info.max_seq_length}; shorten it or send truncate=true",
                     status=413,
                     code="input_too_long",
                     param="input",
                 )
             ids = ids[-room:] if left else ids[:room]
-        return self.tokenizer.build_inputs_with_special_tokens(ids)
+        return self.tokenizer.wrap(ids)
 
     def embed(self, batch: list[list[int]]) -> np.ndarray:
         """Embeddings (float32, one row per input) of a batch of token-id lists, padded to its longest."""
         # Padded by hand: `tokenizer.pad` re-walks Python dicts per row and warns on fast tokenizers.
         width = max(len(ids) for ids in batch)
-        input_ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
+        input_ids = np.full((len(batch), width), self.tokenizer.pad_id, dtype=np.int64)
         attention = np.zeros((len(batch), width), dtype=np.int64)
         for row, ids in enumerate(batch):
-            span = slice(width - len(ids), width) if self._pad_left else slice(0, len(ids))
+            span = slice(width - len(ids), width) if self.tokenizer.pad_left else slice(0, len(ids))
             input_ids[row, span] = ids
             attention[row, span] = 1
-        if self._onnx_forward is not None:
-            return self._onnx_forward(input_ids, attention)
-        features = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention)}
-        if self._needs_token_types:
-            features["token_type_ids"] = torch.zeros_like(features["input_ids"])
-        features = {k: v.to(self.model.device) for k, v in features.items()}
-        with torch.inference_mode():
-            output = self.model.forward(features)["sentence_embedding"]
-        return output.float().cpu().numpy()
+        return self._forward(input_ids, attention)
 
     def warmup(self) -> None:
         """Run the shapes a first request will hit, so lazy initialisation is not paid by a client."""
@@ -123,30 +129,40 @@ class Engine:
             self.embed(self.tokenize(texts, truncate=True))
 
 
-def _content_encoder(tokenizer: Any) -> Callable[[list[str]], list[list[int]]]:
-    """Texts → token ids without special tokens, safe to call from any thread at once.
+class _TorchForward:
+    """Padded ids → embeddings through a loaded SentenceTransformer's module chain."""
 
-    A fast tokenizer's own call re-applies its truncation and padding settings to the shared Rust
-    tokenizer on every call, so concurrent calls need a lock; a private copy of the Rust tokenizer,
-    set once to neither truncate nor pad, needs none. Slow tokenizers keep the call, under a lock.
-    """
-    if getattr(tokenizer, "is_fast", False):
-        from tokenizers import Tokenizer
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.token_types = "token_type_ids" in model.tokenizer.model_input_names
 
-        backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
-        backend.no_truncation()
-        backend.no_padding()
+    def __call__(self, input_ids: np.ndarray, attention: np.ndarray) -> np.ndarray:
+        import torch
 
-        def encode_fast(texts: list[str]) -> list[list[int]]:
-            if len(texts) == 1:  # skips the hand-off to the tokenizer's thread pool
-                return [backend.encode(texts[0], add_special_tokens=False).ids]
-            return [encoding.ids for encoding in backend.encode_batch(texts, add_special_tokens=False)]
+        features = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention)}
+        if self.token_types:
+            features["token_type_ids"] = torch.zeros_like(features["input_ids"])
+        features = {k: v.to(self.model.device) for k, v in features.items()}
+        with torch.inference_mode():
+            output = self.model.forward(features)["sentence_embedding"]
+        return output.float().cpu().numpy()
 
-        return encode_fast
-    lock = threading.Lock()
 
-    def encode(texts: list[str]) -> list[list[int]]:
-        with lock:
-            return tokenizer(texts, add_special_tokens=False, return_attention_mask=False, verbose=False)["input_ids"]
+def _open_onnx(ref: ModelRef) -> tuple[OnnxForward, ServingTokenizer, dict[str, str], int | None, bool] | None:
+    """An ONNX artifact opened from its files: forward, tokenizer, prompts, window, whether it normalizes."""
+    directory, file = ref.path, ref.manifest.file
+    if not file or not (directory / file).is_file() or not (directory / "modules.json").is_file():
+        return None  # `load` reports what is missing
+    forward = OnnxForward.from_directory(directory, file)
+    if forward is None:
+        return None
+    st_config = _json(directory / "sentence_bert_config.json")
+    tokenizer = ServingTokenizer.from_files(directory, lowercase=bool(st_config.get("do_lower_case", False)))
+    if tokenizer is None:
+        return None
+    prompts = _json(directory / "config_sentence_transformers.json").get("prompts") or {}
+    return forward, tokenizer, dict(prompts), st_config.get("max_seq_length"), forward.normalize
 
-    return encode
+
+def _json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}

@@ -4,12 +4,16 @@ Serving one short text on a CPU spends as much time in the chain around the ONNX
 (numpy → torch → numpy, torch's pooling ops, and torch's and ONNX Runtime's thread pools contending for
 the same cores) as in the parts that differ per request. The pooling and normalisation modules are
 reproduced here in numpy, to the same definitions; a chain with any other module (a Dense layer, …)
-is not taken over and keeps running through sentence-transformers.
+is not taken over and keeps running through sentence-transformers. Opened from the artifact's files
+(`from_directory`), a server never imports torch at all: it starts in a fraction of the time and
+memory.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,6 +69,13 @@ _POOLS: tuple[tuple[str, Pool], ...] = (
 )
 
 
+def _pools(flags: dict[str, Any]) -> list[Pool]:
+    """The pooling functions a Pooling module's flags ask for; none when prompts are excluded from them."""
+    if not flags.get("include_prompt", True):
+        return []
+    return [pool for flag, pool in _POOLS if flags.get(flag, False)]
+
+
 class OnnxForward:
     """Token ids → sentence embeddings through the artifact's ONNX Runtime session and numpy pooling."""
 
@@ -79,14 +90,27 @@ class OnnxForward:
         """Take over a loaded ONNX artifact's chain when it is session → Pooling → optional Normalize."""
         modules = list(model)
         session = getattr(getattr(modules[0], "auto_model", None), "session", None)
-        if session is None or len(modules) not in (2, 3) or type(modules[1]).__name__ != "Pooling":
+        kinds = [type(module).__name__ for module in modules[1:]]
+        if session is None or kinds not in (["Pooling"], ["Pooling", "Normalize"]):
             return None
-        if len(modules) == 3 and type(modules[2]).__name__ != "Normalize":
+        names = [flag for flag, _ in _POOLS] + ["include_prompt"]
+        pools = _pools({name: getattr(modules[1], name) for name in names if hasattr(modules[1], name)})
+        return cls(session, pools, normalize=len(kinds) == 2) if pools else None
+
+    @classmethod
+    def from_directory(cls, directory: Path, onnx_file: str) -> OnnxForward | None:
+        """The same chain read from the artifact's `modules.json` and pooling config; None for any other."""
+        from embedops.models import cpu_session
+
+        entries = json.loads((directory / "modules.json").read_text(encoding="utf-8"))
+        kinds = [str(entry.get("type", "")).rpartition(".")[2] for entry in entries]
+        if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
             return None
-        pools = [pool for flag, pool in _POOLS if getattr(modules[1], flag, False)]
+        pooling = json.loads((directory / entries[1]["path"] / "config.json").read_text(encoding="utf-8"))
+        pools = _pools(pooling)
         if not pools:
             return None
-        return cls(session, pools, normalize=len(modules) == 3)
+        return cls(cpu_session(directory / onnx_file), pools, normalize=len(kinds) == 3)
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": np.zeros_like(input_ids)}
