@@ -198,7 +198,7 @@ def test_merge_refuses_a_non_adapter(tmp_path: Path, tiny_model_dir: Path, capsy
 
 
 def test_killed_run_resumes_to_the_same_step_count(tmp_path: Path, tiny_model_dir: Path) -> None:
-    data = pairs_file(tmp_path / "pairs.tsv", 400)
+    data = pairs_file(tmp_path / "pairs.tsv", 120)
     out = tmp_path / "ft"
     command = [
         sys.executable,
@@ -212,7 +212,7 @@ def test_killed_run_resumes_to_the_same_step_count(tmp_path: Path, tiny_model_di
         "--output",
         str(out),
         "--epochs",
-        "3",
+        "2",
         "--batch-size",
         "2",
         "--save-every",
@@ -233,7 +233,7 @@ def test_killed_run_resumes_to_the_same_step_count(tmp_path: Path, tiny_model_di
     assert subprocess.run(command, capture_output=True, timeout=300).returncode == 2, "restart without --resume"
     result = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert read_manifest(out).training["steps"] == 600
+    assert read_manifest(out).training["steps"] == 120
     assert not work_dir_for(out).exists()
 
 

@@ -47,12 +47,16 @@ class ModelEncoder:
         """Where to record results: only embedops artifacts carry a manifest to write into."""
         return self.ref.path if self.ref.source == "artifact" else None
 
-    def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+    def load(self) -> SentenceTransformer:
+        """The weights, loaded once; called before timing so the first model does not pay the imports."""
         if self._model is None:
             from embedops.models import load
 
             self._model = load(self.ref, device=self.device)
-        return self._model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+        return self._model
+
+    def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+        return self.load().encode(list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
 
     def close(self) -> None:
         """Drop the weights, so comparing several models holds one in memory at a time."""

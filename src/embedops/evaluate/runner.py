@@ -41,7 +41,7 @@ class EvalConfig:
 class ModelResult:
     name: str
     metrics: dict[str, float]
-    seconds: float
+    seconds: float  # encoding and scoring, after the model is loaded
     artifact_dir: Path | None = None
 
 
@@ -106,6 +106,9 @@ def evaluate(config: EvalConfig) -> EvalResult:
     print(f"evaluating {len(encoders)} model(s) on {task.name} ({task.kind}: {size})", file=sys.stderr)
     results = []
     for encoder in encoders:
+        load = getattr(encoder, "load", None)
+        if load:
+            load()
         started = time.perf_counter()
         scores = score(task, encoder, metrics=metrics, batch_size=config.batch_size)
         seconds = time.perf_counter() - started
