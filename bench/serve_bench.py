@@ -8,8 +8,12 @@ concurrency 1, 16 and 64, each cell bounded by --seconds and --max-requests, and
 p50/p95/p99 latency and two ratios measured in this run, per batch size: to sentence-transformers'
 `encode` of the same artifact in process (what a user would call without a server), and to the
 server's own engine called directly in process (tokenize + forward: what HTTP and batching cost).
-Each baseline is the best of three windows alternating with the other, so the ratios err against us.
+The machine is shared and its speed drifts by tens of percent within a minute, so every figure is
+the best of three rounds, and each round measures the baselines and then every concurrency on the
+running server: baseline and served windows, all --seconds long, interleave in time. Latency
+percentiles pool all rounds.
 The load generator is aiohttp on the same cores as the server, so its CPU is part of every figure.
+A second table gives each server's seconds from launch to ready and its peak RSS over the run.
 """
 
 from __future__ import annotations
@@ -51,6 +55,10 @@ WORDS = [
 ]
 
 
+CONCURRENCY = (1, 16, 64)
+ROUNDS = 3
+
+
 def texts(count: int, seed: int = 0) -> list[str]:
     rng = np.random.default_rng(seed)
     return [" ".join(rng.choice(WORDS, 40)) for _ in range(count)]
@@ -62,27 +70,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def in_process(model_dir: str, batch: int, seconds: float, rounds: int = 3) -> tuple[float, float]:
-    """Best texts/s of sentence-transformers' `encode` and of the serving engine called directly.
-
-    The two alternate over `rounds` short windows and each keeps its best window, so a slow moment
-    of the shared CPU lowers neither baseline alone, and the served/baseline ratios err against us.
-    """
+def in_process_calls(model_dir: str, *, engine: bool) -> dict[str, Callable[[list[str]], object]]:
+    """sentence-transformers' `encode` of the artifact and, for our servers, the serving engine called directly."""
     from embedops.models import load, resolve
     from embedops.serve.engine import Engine
 
     model = load(model_dir, device="cpu")
-    engine = Engine(resolve(model_dir), device="cpu")
-    engine.warmup()
     calls: dict[str, Callable[[list[str]], object]] = {
-        "encode": lambda chunk: model.encode(chunk, batch_size=batch),
-        "engine": lambda chunk: engine.embed(engine.tokenize(chunk, truncate=True)),
+        "encode": lambda chunk: model.encode(chunk, batch_size=len(chunk))
     }
-    best = dict.fromkeys(calls, 0.0)
-    for _ in range(rounds):
-        for name, call in calls.items():
-            best[name] = max(best[name], _rate(call, batch, seconds / rounds))
-    return best["encode"], best["engine"]
+    if engine:
+        served = Engine(resolve(model_dir), device="cpu")
+        served.warmup()
+        calls["engine"] = lambda chunk: served.embed(served.tokenize(chunk, truncate=True))
+    return calls
 
 
 def _rate(embed: Callable[[list[str]], object], batch: int, seconds: float) -> float:
@@ -94,19 +95,40 @@ def _rate(embed: Callable[[list[str]], object], batch: int, seconds: float) -> f
     return done / (time.perf_counter() - started)
 
 
-def start(command: list[str], url: str, health: str) -> subprocess.Popen[bytes]:
+def serve(path: str, infinity: str | None) -> tuple[str, tuple[subprocess.Popen[bytes], float], str, str]:
+    """Start our server (or Infinity's, with its Python) on `path`: URL, (process, seconds to ready), route, field."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    if infinity:
+        command = [infinity, "-m", "infinity_emb.cli", "v2", "--model-id", path, "--port", str(port)]
+        command += ["--engine", "torch", "--device", "cpu", "--url-prefix", ""]
+        return url, start(command, url, "/health"), "/embeddings", "input"
+    command = [sys.executable, "-m", "embedops", "serve", "--model", path, "--port", str(port)]
+    command += ["--host", "127.0.0.1", "--no-access-log"]
+    return url, start(command, url, "/readyz"), "/embed", "inputs"
+
+
+def start(command: list[str], url: str, health: str) -> tuple[subprocess.Popen[bytes], float]:
+    """Launch a server and wait until `health` answers 200: the process and its seconds to ready."""
+    began = time.perf_counter()
     process = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"}
     )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
+    while time.perf_counter() - began < 300:
         try:
             if httpx.get(url + health).status_code == 200:
-                return process
+                return process, time.perf_counter() - began
         except httpx.TransportError:
-            time.sleep(0.5)
+            pass
+        time.sleep(0.1)
     process.kill()
     raise SystemExit(f"server {' '.join(command)} did not start")
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The process's peak resident memory (VmHWM), in MiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) / 1024
 
 
 async def load_test(
@@ -156,61 +178,38 @@ def main() -> None:
         servers.append(("embedops onnx int8", args.onnx_model, None))
     if args.infinity:
         servers.append(("infinity torch", model_dir, args.infinity))
-    rows = []
+    rows, footprint = [], []
     for label, path, infinity in servers:
-        baseline = {b: in_process(path, b, args.seconds) for b in (1, 8)}
         backend = label.split(" ", 1)[1]
-        for b in (1, 8):
-            encode, direct = baseline[b]
-            rows.append((f"encode {backend}", 1, b, encode, [], 1.0, encode / direct))
-            rows.append((f"engine {backend}", 1, b, direct, [], direct / encode, 1.0))
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        if infinity:
-            command = [
-                infinity,
-                "-m",
-                "infinity_emb.cli",
-                "v2",
-                "--model-id",
-                path,
-                "--port",
-                str(port),
-                "--engine",
-                "torch",
-                "--device",
-                "cpu",
-                "--url-prefix",
-                "",
-            ]
-            process, route, field = start(command, url, "/health"), "/embeddings", "input"
-        else:
-            command = [
-                sys.executable,
-                "-m",
-                "embedops",
-                "serve",
-                "--model",
-                path,
-                "--port",
-                str(port),
-                "--host",
-                "127.0.0.1",
-                "--no-access-log",
-            ]
-            process, route, field = start(command, url, "/readyz"), "/embed", "inputs"
+        calls = in_process_calls(path, engine=not infinity)
+        url, (process, ready), route, field = serve(path, infinity)
+        baselines, served = [], []
         try:
-            for concurrency in (1, 16, 64):
-                for batch in (1, 8):
-                    rate, lat = asyncio.run(
-                        load_test(url, route, field, concurrency, batch, args.seconds, args.max_requests)
-                    )
-                    encode, direct = baseline[batch]
-                    vs_engine = None if infinity else rate / direct
-                    rows.append((label, concurrency, batch, rate, lat, rate / encode, vs_engine))
+            for batch in (1, 8):
+                best: dict[str | int, float] = {}
+                latencies: dict[int, list[float]] = {c: [] for c in CONCURRENCY}
+                for _ in range(ROUNDS):
+                    for name, call in calls.items():
+                        best[name] = max(best.get(name, 0.0), _rate(call, batch, args.seconds))
+                    for concurrency in CONCURRENCY:
+                        rate, lat = asyncio.run(
+                            load_test(url, route, field, concurrency, batch, args.seconds, args.max_requests)
+                        )
+                        best[concurrency] = max(best.get(concurrency, 0.0), rate)
+                        latencies[concurrency] += lat
+                encode, direct = best["encode"], best.get("engine")
+                baselines.append((f"encode {backend}", 1, batch, encode, [], 1.0, encode / direct if direct else None))
+                if direct:
+                    baselines.append((f"engine {backend}", 1, batch, direct, [], direct / encode, 1.0))
+                for concurrency in CONCURRENCY:
+                    rate = best[concurrency]
+                    vs_engine = rate / direct if direct else None
+                    served.append((label, concurrency, batch, rate, latencies[concurrency], rate / encode, vs_engine))
+            footprint.append((label, ready, peak_rss_mib(process.pid)))
         finally:
             process.terminate()
             process.wait(timeout=60)
+        rows += baselines + sorted(served, key=lambda row: (row[1], row[2]))
     print(
         f"{'system':<26}{'conc':>5}{'batch':>6}{'texts/s':>10}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}"
         f"{'x encode':>10}{'x engine':>10}"
@@ -219,6 +218,9 @@ def main() -> None:
         p = [f"{np.percentile(lat, q) * 1000:8.1f}" if lat else f"{'-':>8}" for q in (50, 95, 99)]
         engine_ratio = f"{vs_engine:>10.2f}" if vs_engine is not None else f"{'-':>10}"
         print(f"{label:<26}{concurrency:>5}{batch:>6}{rate:>10.1f}{''.join(p)}{vs_encode:>10.2f}{engine_ratio}")
+    print(f"\n{'server':<26}{'ready s':>10}{'peak RSS MiB':>14}")
+    for label, ready, rss in footprint:
+        print(f"{label:<26}{ready:>10.1f}{rss:>14.0f}")
 
 
 if __name__ == "__main__":
