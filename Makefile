@@ -21,8 +21,6 @@ DTYPE ?= int8
 PORT ?= 8000
 NORMALIZE ?=
 FORCE ?=
-# Test variables: TEST_WORKERS (pytest-xdist processes; 0 runs in one process), PYTEST_ARGS
-TEST_WORKERS ?= 2
 # Pipeline variables: EVAL_DATA (BEIR dir or triples), QUANTIZE int8|int4|none, GATE (one expression), SERVE=1
 EVAL_DATA ?=
 QUANTIZE ?= int8
@@ -92,7 +90,7 @@ demo: $(VENV)/.train-$(PINS)
 
 test: $(VENV)/.dev-$(PINS)
 	$(BIN)/ruff check .
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev-$(PINS)
 	$(BIN)/ruff check .
