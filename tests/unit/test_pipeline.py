@@ -198,7 +198,7 @@ def test_hold_out_keeps_shared_texts_on_one_side(tmp_path: Path) -> None:
 
 def test_recipe_follows_the_size_of_the_data() -> None:
     small = choose_recipe(200, use_lora=False)
-    assert (small.epochs, small.batch_size, small.lr, small.mine_negatives, small.patience) == (6, 25, 1e-4, 1, 2)
+    assert (small.epochs, small.batch_size, small.lr, small.mine_negatives, small.patience) == (4, 25, 1e-4, 1, 2)
     assert "small domain set" in small.why[0] and any("capped at 25" in line for line in small.why)
     assert (choose_recipe(3_000, use_lora=False).epochs, choose_recipe(3_000, use_lora=False).lr) == (3, 2e-5)
     assert choose_recipe(60, use_lora=False).mine_negatives == 0  # too few passages to mine from
