@@ -124,7 +124,8 @@ def _resolve_hub(repo_id: str) -> ModelRef:
     return ModelRef(repo_id, path, "hub", infer_manifest(path, base_model=repo_id))
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> Any:
+    """A model file's JSON, {} when the file is absent; invalid JSON is an ArtifactError naming the file."""
     try:
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -144,10 +145,10 @@ def model_card_license(path: Path) -> str | None:
 
 def infer_manifest(path: Path, *, base_model: str) -> Manifest:
     """Describe a plain SentenceTransformer (or transformers) directory as if it had a manifest."""
-    modules = _read_json(path / "modules.json") or []
+    modules = read_json(path / "modules.json") or []
     module_types = [m.get("type", "") for m in modules] if isinstance(modules, list) else []
     pooling_dir = next((m.get("path") for m in modules if m.get("type", "").endswith("Pooling")), None)
-    pooling_config = _read_json(path / pooling_dir / "config.json") if pooling_dir else {}
+    pooling_config = read_json(path / pooling_dir / "config.json") if pooling_dir else {}
     pooling = next(
         (
             k.removeprefix("pooling_mode_").removesuffix("_tokens")
@@ -156,10 +157,10 @@ def infer_manifest(path: Path, *, base_model: str) -> Manifest:
         ),
         "mean",
     )
-    config = _read_json(path / "config.json")
-    adapter_config = _read_json(path / "adapter_config.json")
+    config = read_json(path / "config.json")
+    adapter_config = read_json(path / "adapter_config.json")
     dim = pooling_config.get("word_embedding_dimension") or config.get("hidden_size")
-    max_len = _read_json(path / "sentence_bert_config.json").get("max_seq_length")
+    max_len = read_json(path / "sentence_bert_config.json").get("max_seq_length")
     license_id = model_card_license(path)
     return Manifest(
         kind="base",
@@ -249,7 +250,7 @@ def _load_onnx(ref: ModelRef, *, device: str | None) -> SentenceTransformer:
     if device not in (None, "cpu"):
         raise ArtifactError(f"{ref.path} is an ONNX Runtime (CPU) artifact; it cannot run on device {device!r}")
     modules_file = ref.path / "modules.json"
-    entries = _read_json(modules_file)
+    entries = read_json(modules_file)
     if not isinstance(entries, list) or not entries or not entries[0].get("type", "").endswith(".Transformer"):
         raise ArtifactError(f"{modules_file}: expected a Transformer module first")
     modules = [_onnx_runtime_transformer().load(str(ref.path), backend="onnx", model_kwargs={"file_name": file})]

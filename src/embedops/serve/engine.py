@@ -7,20 +7,18 @@ blocking and thread-safe; the batcher decides which run off the event loop.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from embedops.errors import ConfigError, RequestError
-from embedops.models import ModelRef, load
+from embedops.models import ModelRef, load, read_json
 from embedops.serve.onnx_forward import OnnxForward
 from embedops.serve.tokenizer import ServingTokenizer
 
-_TORCH_DTYPES = ("fp32", "fp16", "bf16")
+_TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}  # names in torch
 Forward = Callable[[np.ndarray, np.ndarray], np.ndarray]  # padded ids, attention mask → embeddings
 
 
@@ -69,7 +67,7 @@ class Engine:
             if backend == "torch" and resolved_dtype != "fp32":
                 import torch
 
-                self.model.to(getattr(torch, {"fp16": "float16", "bf16": "bfloat16"}[resolved_dtype]))
+                self.model.to(getattr(torch, _TORCH_DTYPES[resolved_dtype]))
             onnx = OnnxForward.from_model(self.model) if backend == "onnx" else None
             self._forward = onnx or _TorchForward(self.model)
             lowercase = bool(getattr(self.model[0], "do_lower_case", False))
@@ -156,13 +154,9 @@ def _open_onnx(ref: ModelRef) -> tuple[OnnxForward, ServingTokenizer, dict[str, 
     forward = OnnxForward.from_directory(directory, file)
     if forward is None:
         return None
-    st_config = _json(directory / "sentence_bert_config.json")
+    st_config = read_json(directory / "sentence_bert_config.json")
     tokenizer = ServingTokenizer.from_files(directory, lowercase=bool(st_config.get("do_lower_case", False)))
     if tokenizer is None:
         return None
-    prompts = _json(directory / "config_sentence_transformers.json").get("prompts") or {}
+    prompts = read_json(directory / "config_sentence_transformers.json").get("prompts") or {}
     return forward, tokenizer, dict(prompts), st_config.get("max_seq_length"), forward.normalize
-
-
-def _json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}

@@ -11,12 +11,13 @@ memory.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from embedops.models import cpu_session, read_json
 
 Pool = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -93,21 +94,17 @@ class OnnxForward:
         kinds = [type(module).__name__ for module in modules[1:]]
         if session is None or kinds not in (["Pooling"], ["Pooling", "Normalize"]):
             return None
-        names = [flag for flag, _ in _POOLS] + ["include_prompt"]
-        pools = _pools({name: getattr(modules[1], name) for name in names if hasattr(modules[1], name)})
+        pools = _pools(modules[1].get_config_dict())
         return cls(session, pools, normalize=len(kinds) == 2) if pools else None
 
     @classmethod
     def from_directory(cls, directory: Path, onnx_file: str) -> OnnxForward | None:
         """The same chain read from the artifact's `modules.json` and pooling config; None for any other."""
-        from embedops.models import cpu_session
-
-        entries = json.loads((directory / "modules.json").read_text(encoding="utf-8"))
+        entries = read_json(directory / "modules.json")
         kinds = [str(entry.get("type", "")).rpartition(".")[2] for entry in entries]
         if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
             return None
-        pooling = json.loads((directory / entries[1]["path"] / "config.json").read_text(encoding="utf-8"))
-        pools = _pools(pooling)
+        pools = _pools(read_json(directory / entries[1]["path"] / "config.json"))
         if not pools:
             return None
         return cls(cpu_session(directory / onnx_file), pools, normalize=len(kinds) == 3)

@@ -9,7 +9,6 @@ long input. Slow tokenizers keep their own call, under a lock.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from embedops.errors import ArtifactError
+from embedops.models import read_json
 
 Encode = Callable[[list[str]], list[list[int]]]
 _PROBE_TEXT = "hello world"
@@ -53,8 +53,7 @@ class ServingTokenizer:
         if not (directory / "tokenizer.json").is_file():
             return None
         backend = _without_padding_or_truncation(Tokenizer.from_file(str(directory / "tokenizer.json")))
-        config_file = directory / "tokenizer_config.json"
-        config: dict[str, Any] = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+        config: dict[str, Any] = read_json(directory / "tokenizer_config.json")
         pad_token = config.get("pad_token")
         if isinstance(pad_token, dict):
             pad_token = pad_token.get("content")
