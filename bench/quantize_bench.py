@@ -3,10 +3,11 @@
     python bench/quantize_bench.py [--model REF] [--data ../shared/data] [--out-dir /tmp/qbench]
 
 Forms: torch fp32 (the baseline), ONNX fp32, ONNX int8 and ONNX int4, the last two made with
-`embedops.quantize`. Each form is measured in its own fresh process, so its memory is that form's
-alone: peak RSS once the model is loaded and has encoded the throughput texts, before the quality
-runs (whose corpus embeddings would swamp the model's own share). Quality: WikiQA test nDCG@10 over
-the whole corpus, STS-B test Spearman (x100).
+`embedops.quantize`. Each form is measured in its own fresh process: peak RSS once the model is
+loaded and has encoded the throughput texts, before the quality runs. Every form is loaded through
+sentence-transformers and torch here, which dominate that figure; bench/serve_bench.py reports the
+serving footprint, where ONNX artifacts run without torch. Quality: WikiQA test nDCG@10 over the whole
+corpus, STS-B test Spearman (x100).
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def read_jsonl(path: Path) -> dict[str, str]:
 
 
 def worker(form: str, path: Path, data: Path, *, retrieval: bool = True) -> dict:
-    """Load one form, measure throughput, its serving memory, then quality; runs in its own process."""
+    """Load one form, measure throughput and the memory so far, then quality; runs in its own process."""
     import torch
     from scipy.stats import spearmanr
 
