@@ -57,7 +57,7 @@ class GateFailedError(EmbedopsError):
 
 
 class RequestError(EmbedopsError):
-    """A served request that cannot be answered as sent: bad input, too large, unauthorized, overloaded.
+    """A served request that cannot be answered: bad input, a limit, a key, overload, a model failure.
 
     One class carries the HTTP status and a machine-readable `code`, so the server maps every refusal
     to a response in one place; `retry_after` (seconds) is set where trying again later will work.

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -221,6 +222,77 @@ def test_api_key_guards_embedding_routes_only(engine: Engine) -> None:
             assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
             wrong = client.post("/v1/embeddings", json={"input": "x"}, headers={"Authorization": "Bearer nope"})
             assert wrong.status_code == 401 and wrong.json()["error"]["type"] == "authentication_error"
+            unread = client.post("/embed", content=b"{not json", headers={"content-type": "application/json"})
+            assert unread.status_code == 401  # the key is checked before the body is read
             good = client.post("/", json={"inputs": "x"}, headers={"Authorization": "Bearer s3cret"})
             assert good.status_code == 200
             assert client.get("/healthz").status_code == 200 and client.get("/metrics").status_code == 200
+
+
+def test_openapi_documents_the_embedding_request_bodies(client: httpx.Client) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path, field in (("/embed", "inputs"), ("/", "inputs"), ("/v1/embeddings", "input")):
+        schema = paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert field in schema["properties"] and field in schema["required"]
+
+
+class GatedEngine(Engine):
+    """The tiny model's real engine, held before each batch until the test opens the gate."""
+
+    def __init__(self, path: Path) -> None:
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail_next = False
+        super().__init__(resolve(path), device="cpu")
+
+    def embed(self, batch: list[list[int]]) -> np.ndarray:
+        assert self.gate.wait(timeout=30)
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("out of memory")
+        return super().embed(batch)
+
+
+@pytest.fixture(scope="module")
+def gated(tiny_model_dir: Path) -> Iterator[tuple[str, GatedEngine]]:
+    engine = GatedEngine(tiny_model_dir)
+    for url in run_server(ServeSettings(model=str(tiny_model_dir), **LIMITS), engine):
+        yield url, engine
+
+
+def _wait_for(client: httpx.Client, sample: str, labels: dict[str, str], value: float) -> None:
+    deadline = time.monotonic() + 30
+    while _samples(client).get((sample, tuple(sorted(labels.items()))), 0) < value:
+        assert time.monotonic() < deadline, f"{sample}{labels} never reached {value}"
+        time.sleep(0.01)
+
+
+def test_work_of_a_client_that_hung_up_never_reaches_the_model(gated: tuple[str, GatedEngine]) -> None:
+    url, engine = gated
+    with httpx.Client(base_url=url, timeout=30) as client, ThreadPoolExecutor(1) as pool:
+        before = _samples(client)
+        engine.gate.clear()
+        first = pool.submit(client.post, "/embed", json={"inputs": ["waits for the gate"]})
+        _wait_for(client, "embedops_queue_seconds_count", {}, before.get(("embedops_queue_seconds_count", ()), 0) + 1)
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{url}/embed", json={"inputs": ["leaves", "early"]}, timeout=0.3)
+        _wait_for(client, "embedops_requests_total", {"route": "/embed", "status": "499"}, 1)
+        engine.gate.set()
+        assert first.result().status_code == 200
+        after = _samples(client)
+    batched = after[("embedops_batch_size_sum", ())] - before.get(("embedops_batch_size_sum", ()), 0)
+    assert batched == 1  # the first request's input only
+    assert after[("embedops_failures_total", (("reason", "client_disconnected"),))] == 1
+
+
+def test_a_model_failure_is_a_json_500_and_the_server_carries_on(gated: tuple[str, GatedEngine]) -> None:
+    url, engine = gated
+    engine.fail_next = True
+    with httpx.Client(base_url=url, timeout=30) as client:
+        failed = client.post("/v1/embeddings", json={"input": "x"})
+        assert failed.status_code == 500
+        error = failed.json()["error"]
+        assert (error["type"], error["code"]) == ("server_error", "engine_error")
+        assert "out of memory" in error["message"]
+        assert client.post("/embed", json={"inputs": "x"}).status_code == 200
+        assert ("embedops_requests_total", (("route", "/v1/embeddings"), ("status", "500"))) in _samples(client)

@@ -39,6 +39,10 @@ class ObservabilityMiddleware:
 
         try:
             await self.app(scope, receive, send_with_status)
+        except Exception:
+            if status == CLIENT_CLOSED:  # no response started: the server error middleware answers 500
+                status = 500
+            raise
         finally:
             seconds = time.perf_counter() - started
             route = scope.get("route")
