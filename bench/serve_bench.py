@@ -1,17 +1,19 @@
 """Serving throughput and latency against the same backend's in-process encode, on loopback only.
 
-    python bench/serve_bench.py [--model DIR] [--onnx-model DIR] [--infinity PYTHON] [--seconds 4]
+    python bench/serve_bench.py [--model DIR] [--onnx-model DIR] [--infinity PYTHON] [--seconds 3] [--rounds 4]
 
 For each server (ours on the given models; Infinity's torch engine when --infinity names a Python
 that has `infinity-emb[server,torch]`), it sends requests of 1 and 8 texts of ~40 words at
-concurrency 1, 16 and 64, each cell bounded by --seconds and --max-requests, and prints texts/s,
-p50/p95/p99 latency and two ratios measured in this run, per batch size: to sentence-transformers'
-`encode` of the same artifact in process (what a user would call without a server), and to the
-server's own engine called directly in process (tokenize + forward: what HTTP and batching cost).
-The machine is shared and its speed drifts by tens of percent within a minute, so every figure is
-the best of three rounds, and each round measures the baselines and then every concurrency on the
-running server: baseline and served windows, all --seconds long, interleave in time. Latency
-percentiles pool all rounds.
+concurrency 1, 16 and 64, each window bounded by --seconds and --max-requests, and prints texts/s,
+p50/p95/p99 latency and two ratios, per batch size: to sentence-transformers' `encode` of the same
+artifact in process (what a user would call without a server), and to the server's own engine called
+directly in process (tokenize + forward: what HTTP and batching cost).
+The machine is shared and its speed drifts by tens of percent within a minute, more than the
+overheads being measured. So each round runs every baseline and every concurrency once, in windows
+of --seconds, forwards in even rounds and backwards in odd ones (a steady drift then weighs on both
+sides alike); a ratio is taken within each round and the table gives the median over rounds, with
+the range of the `x encode` ratio beside it. texts/s is the median over rounds; latency percentiles
+pool all rounds.
 The load generator is aiohttp on the same cores as the server, so its CPU is part of every figure.
 A second table gives each server's seconds from launch to ready and its peak RSS over the run.
 """
@@ -56,7 +58,6 @@ WORDS = [
 
 
 CONCURRENCY = (1, 16, 64)
-ROUNDS = 3
 
 
 def texts(count: int, seed: int = 0) -> list[str]:
@@ -162,12 +163,36 @@ async def load_test(
     return len(latencies) * batch / elapsed, latencies
 
 
+def measure(
+    calls: dict[str, Callable[[list[str]], object]], server: tuple[str, str, str], batch: int, args: argparse.Namespace
+) -> tuple[dict[str | int, list[float]], dict[int, list[float]]]:
+    """Every round's texts/s of each baseline (by name) and concurrency, and the pooled latencies."""
+    url, route, field = server
+    rates: dict[str | int, list[float]] = {name: [] for name in [*calls, *CONCURRENCY]}
+    latencies: dict[int, list[float]] = {c: [] for c in CONCURRENCY}
+    windows: list[str | int] = [*calls, *CONCURRENCY]
+    for round_ in range(args.rounds):
+        for window in windows if round_ % 2 == 0 else windows[::-1]:
+            if isinstance(window, str):
+                rates[window].append(_rate(calls[window], batch, args.seconds))
+                continue
+            rate, lat = asyncio.run(load_test(url, route, field, window, batch, args.seconds, args.max_requests))
+            rates[window].append(rate)
+            latencies[window] += lat
+    return rates, latencies
+
+
+def _ratio(rates: list[float], baseline: list[float] | None) -> list[float]:
+    return [a / b for a, b in zip(rates, baseline, strict=True)] if baseline else []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
     parser.add_argument("--onnx-model", help="an int8 ONNX artifact to serve as well")
     parser.add_argument("--infinity", help="python of a virtualenv with infinity-emb[server,torch]")
-    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of one measuring window")
+    parser.add_argument("--rounds", type=int, default=4, help="windows per figure; ratios are taken within a round")
     parser.add_argument("--max-requests", type=int, default=2000)
     args = parser.parse_args()
     from embedops.models import resolve
@@ -186,25 +211,15 @@ def main() -> None:
         baselines, served = [], []
         try:
             for batch in (1, 8):
-                best: dict[str | int, float] = {}
-                latencies: dict[int, list[float]] = {c: [] for c in CONCURRENCY}
-                for _ in range(ROUNDS):
-                    for name, call in calls.items():
-                        best[name] = max(best.get(name, 0.0), _rate(call, batch, args.seconds))
-                    for concurrency in CONCURRENCY:
-                        rate, lat = asyncio.run(
-                            load_test(url, route, field, concurrency, batch, args.seconds, args.max_requests)
-                        )
-                        best[concurrency] = max(best.get(concurrency, 0.0), rate)
-                        latencies[concurrency] += lat
-                encode, direct = best["encode"], best.get("engine")
-                baselines.append((f"encode {backend}", 1, batch, encode, [], 1.0, encode / direct if direct else None))
+                rates, latencies = measure(calls, (url, route, field), batch, args)
+                encode, direct = rates["encode"], rates.get("engine")
+                baselines.append((f"encode {backend}", 1, batch, encode, [], [1.0], _ratio(encode, direct)))
                 if direct:
-                    baselines.append((f"engine {backend}", 1, batch, direct, [], direct / encode, 1.0))
+                    baselines.append((f"engine {backend}", 1, batch, direct, [], _ratio(direct, encode), [1.0]))
                 for concurrency in CONCURRENCY:
-                    rate = best[concurrency]
-                    vs_engine = rate / direct if direct else None
-                    served.append((label, concurrency, batch, rate, latencies[concurrency], rate / encode, vs_engine))
+                    rate = rates[concurrency]
+                    ratios = _ratio(rate, encode), _ratio(rate, direct)
+                    served.append((label, concurrency, batch, rate, latencies[concurrency], *ratios))
             footprint.append((label, ready, peak_rss_mib(process.pid)))
         finally:
             process.terminate()
@@ -212,12 +227,16 @@ def main() -> None:
         rows += baselines + sorted(served, key=lambda row: (row[1], row[2]))
     print(
         f"{'system':<26}{'conc':>5}{'batch':>6}{'texts/s':>10}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}"
-        f"{'x encode':>10}{'x engine':>10}"
+        f"{'x encode':>10}{'range':>12}{'x engine':>10}"
     )
     for label, concurrency, batch, rate, lat, vs_encode, vs_engine in rows:
         p = [f"{np.percentile(lat, q) * 1000:8.1f}" if lat else f"{'-':>8}" for q in (50, 95, 99)]
-        engine_ratio = f"{vs_engine:>10.2f}" if vs_engine is not None else f"{'-':>10}"
-        print(f"{label:<26}{concurrency:>5}{batch:>6}{rate:>10.1f}{''.join(p)}{vs_encode:>10.2f}{engine_ratio}")
+        spread = f"{min(vs_encode):.2f}-{max(vs_encode):.2f}"
+        engine_ratio = f"{np.median(vs_engine):>10.2f}" if vs_engine else f"{'-':>10}"
+        print(
+            f"{label:<26}{concurrency:>5}{batch:>6}{np.median(rate):>10.1f}{''.join(p)}"
+            f"{np.median(vs_encode):>10.2f}{spread:>12}{engine_ratio}"
+        )
     print(f"\n{'server':<26}{'ready s':>10}{'peak RSS MiB':>14}")
     for label, ready, rss in footprint:
         print(f"{label:<26}{ready:>10.1f}{rss:>14.0f}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,34 @@ def test_cancelled_work_never_reaches_the_engine(engine: Engine) -> None:
         return _batch_sizes(metrics)
 
     assert asyncio.run(scenario()) == (1.0, 2.0)
+
+
+class _Rendezvous(Engine):
+    """The real engine, whose batches each wait until `parties` batches are running at once."""
+
+    def __init__(self, path: Path, parties: int) -> None:
+        self.together: threading.Barrier | None = None  # loading may run a batch to learn the dimension
+        super().__init__(resolve(path), device="cpu")
+        self.together = threading.Barrier(parties)
+
+    def embed(self, batch: list[list[int]]) -> np.ndarray:
+        if self.together is not None:
+            self.together.wait(timeout=10)  # broken (an engine error) unless every thread got a batch
+        return super().embed(batch)
+
+
+def test_every_engine_thread_takes_a_share_of_one_large_request(tiny_model_dir: Path) -> None:
+    engine = _Rendezvous(tiny_model_dir, parties=2)
+
+    async def scenario() -> np.ndarray:
+        batcher = Batcher(engine, ServeMetrics(), BatchLimits(concurrency=2, batch_size=1))
+        batcher.start()
+        try:
+            return await batcher.embed(engine.tokenize(["one", "two"], truncate=True))
+        finally:
+            await batcher.close()
+
+    np.testing.assert_allclose(asyncio.run(scenario()), engine.model.encode(["one", "two"]), atol=1e-5)
 
 
 def test_settings_come_from_env_then_flags(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -195,6 +195,8 @@ class Batcher:
                 if self._closing:
                     return
                 batch = self._take_batch()
+                if self._pending:  # more than one batch's worth: wake another engine thread for it
+                    self._queued.notify()
                 now = time.perf_counter()
                 for item in batch:
                     if not item.job.started:
