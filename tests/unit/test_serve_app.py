@@ -42,6 +42,7 @@ def run_server(settings: ServeSettings, engine: Engine) -> Iterator[str]:
         loop="uvloop",
         http="httptools",
         access_log=False,
+        timeout_graceful_shutdown=settings.graceful_timeout,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -95,14 +96,15 @@ def test_single_string_input_gives_one_row(client: httpx.Client) -> None:
 
 
 def test_dimensions_truncate_and_renormalise_on_every_route(client: httpx.Client, engine: Engine) -> None:
+    # The server's normalize default is off; the model's own vectors are unit length, so a cut one is too.
+    assert engine.info.model_normalizes and client.get("/info").json()["normalize"] is False
     full = reference(engine, ["hello"])[0]
     expected = full[:8] / np.linalg.norm(full[:8])
-    seed = client.post("/embed", json={"inputs": ["hello"], "dimensions": 8, "normalize": True}).json()
+    seed = client.post("/embed", json={"inputs": ["hello"], "dimensions": 8}).json()
     tei = client.post("/", json={"inputs": "hello", "dimensions": 8, "normalize": True}).json()
     openai = client.post("/v1/embeddings", json={"input": "hello", "dimensions": 8, "model": "x"}).json()
-    for vector in (seed["embeddings"][0], tei[0]):
+    for vector in (seed["embeddings"][0], tei[0], openai["data"][0]["embedding"]):
         np.testing.assert_allclose(vector, expected, atol=1e-6)
-    assert len(openai["data"][0]["embedding"]) == 8
 
 
 def test_tei_route_returns_bare_matrix(client: httpx.Client, engine: Engine) -> None:
@@ -176,6 +178,19 @@ def test_openai_errors_use_openai_shape(client: httpx.Client) -> None:
 def test_wrong_method_is_405_json(client: httpx.Client) -> None:
     response = client.get("/embed")
     assert response.status_code == 405 and response.json()["error_type"] == "method_not_allowed"
+    assert response.headers["allow"] == "POST"
+
+
+def test_a_client_that_hangs_up_mid_body_is_a_499_not_a_server_error(client: httpx.Client) -> None:
+    before = _samples(client)
+    host, port = client.base_url.host, client.base_url.port
+    with socket.create_connection((host, port)) as raw:
+        head = f"POST /v1/embeddings HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        raw.sendall(f"{head}Content-Length: 1000\r\n\r\n".encode() + b'{"input": "par')
+    _wait_for(client, "embedops_requests_total", {"route": "/v1/embeddings", "status": "499"}, 1)
+    after = _samples(client)
+    server_errors = ("embedops_requests_total", (("route", "/v1/embeddings"), ("status", "500")))
+    assert after.get(server_errors, 0) == before.get(server_errors, 0)
 
 
 def test_health_ready_info(client: httpx.Client) -> None:
@@ -296,3 +311,19 @@ def test_a_model_failure_is_a_json_500_and_the_server_carries_on(gated: tuple[st
         assert "out of memory" in error["message"]
         assert client.post("/embed", json={"inputs": "x"}).status_code == 200
         assert ("embedops_requests_total", (("route", "/v1/embeddings"), ("status", "500"))) in _samples(client)
+
+
+def test_a_request_outlasting_the_graceful_shutdown_gets_a_json_503(tiny_model_dir: Path) -> None:
+    engine = GatedEngine(tiny_model_dir)
+    server = run_server(ServeSettings(model=str(tiny_model_dir), graceful_timeout=1, **LIMITS), engine)
+    url = next(server)
+    with httpx.Client(base_url=url, timeout=30) as client, ThreadPoolExecutor(2) as pool:
+        engine.gate.clear()
+        held = pool.submit(client.post, "/v1/embeddings", json={"input": "held at the gate"})
+        _wait_for(client, "embedops_queue_seconds_count", {}, 1)
+        stopping = pool.submit(next, server, None)
+        response = held.result()
+        engine.gate.set()
+        stopping.result()
+    assert response.status_code == 503 and response.headers["retry-after"] == "1"
+    assert response.json()["error"]["code"] == "shutting_down"

@@ -41,6 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--api-key", help="require 'Authorization: Bearer KEY' on embedding routes (or SERVE_API_KEY)")
     add("--workers", type=int, help="server processes, each with its own model copy (default 1)")
     add(
+        "--graceful-timeout",
+        type=int,
+        help="seconds a shutdown waits for requests in flight; those still running then get 503 (default 30)",
+    )
+    add(
         "--no-access-log",
         dest="access_log",
         action="store_false",

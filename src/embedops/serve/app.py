@@ -23,6 +23,7 @@ from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from embedops import __version__
 from embedops.errors import EmbedopsError, RequestError
@@ -49,6 +50,7 @@ _OPENAI_TYPES = {
     413: "invalid_request_error",
     429: "rate_limit_error",
     500: "server_error",
+    503: "server_error",
 }
 
 
@@ -109,10 +111,13 @@ def create_app(settings: ServeSettings, engine: Engine) -> FastAPI:
         if declared.isdigit() and int(declared) > settings.max_body_bytes:
             raise _too_large(f"request body of {declared} bytes")
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > settings.max_body_bytes:
-                raise _too_large("request body")
+        try:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > settings.max_body_bytes:
+                    raise _too_large("request body")
+        except ClientDisconnect:
+            raise _ClientGone() from None
         try:
             return model.model_validate_json(bytes(body))
         except ValidationError as exc:
@@ -170,11 +175,12 @@ def create_app(settings: ServeSettings, engine: Engine) -> FastAPI:
         return vectors, tokens
 
     def finish(vectors: np.ndarray, *, normalize: bool | None, dimensions: int | None) -> np.ndarray:
-        """Matryoshka truncation, then unit length where asked (again, after a cut)."""
+        """Matryoshka truncation, then unit length where asked or where the model's own vectors had it."""
         normalize = settings.normalize if normalize is None else normalize
         if dimensions is not None:
             vectors = np.ascontiguousarray(vectors[:, :dimensions])
-        if normalize and (dimensions is not None or not info.model_normalizes):
+        unit = normalize or info.model_normalizes
+        if unit and (dimensions is not None or not info.model_normalizes):
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             vectors = vectors / np.maximum(norms, 1e-12)
         return vectors
@@ -308,7 +314,8 @@ def create_app(settings: ServeSettings, engine: Engine) -> FastAPI:
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = "not_found" if exc.status_code == 404 else "method_not_allowed"
         message = f"{request.method} {request.url.path}: {exc.detail}"
-        return _error_response(request, RequestError(message, status=exc.status_code, code=code), metrics)
+        error = RequestError(message, status=exc.status_code, code=code)
+        return _error_response(request, error, metrics, exc.headers)  # 405 keeps its Allow header
 
     app.state.batcher = batcher
     app.state.metrics = metrics
@@ -332,12 +339,14 @@ def _body(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"content": {"application/json": {"schema": model.model_json_schema()}}, "required": True}}
 
 
-def _error_response(request: Request, exc: EmbedopsError, metrics: ServeMetrics) -> Response:
+def _error_response(
+    request: Request, exc: EmbedopsError, metrics: ServeMetrics, headers: dict[str, str] | None = None
+) -> Response:
     """The one place an error becomes an HTTP response, in the error shape the route's clients parse."""
     status = exc.http_status
     code = getattr(exc, "code", type(exc).__name__)
     metrics.failures.labels(code).inc()
-    headers = {}
+    headers = dict(headers or {})
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
@@ -374,23 +383,37 @@ class _ClientGone(RequestError):
         super().__init__("client closed the request", status=CLIENT_CLOSED, code="client_disconnected")
 
 
+class _ShuttingDown(RequestError):
+    def __init__(self) -> None:
+        super().__init__(
+            "the server is shutting down and could not finish this request in time; retry it",
+            status=503,
+            code="shutting_down",
+            retry_after=1,
+        )
+
+
 async def _unless_disconnected(request: Request, work: asyncio.Future[np.ndarray]) -> np.ndarray:
-    """Await `work`, or cancel it (the batcher then skips it) as soon as the client hangs up."""
+    """Await `work`, or cancel it (the batcher then skips it) as soon as the client hangs up.
+
+    The request's own task is cancelled only by uvicorn, when a graceful shutdown outlasts its
+    timeout; the client, still connected, then gets a JSON 503 with Retry-After rather than
+    uvicorn's plain-text 500.
+    """
     watcher = asyncio.ensure_future(_disconnected(request))
     watcher.add_done_callback(lambda _: work.cancel())
     try:
         return await work
     except asyncio.CancelledError:
-        if watcher.done() and not watcher.cancelled() and not _being_cancelled():
+        task = asyncio.current_task()
+        if task is not None and task.cancelling() > 0:
+            task.uncancel()
+            raise _ShuttingDown() from None
+        if watcher.done() and not watcher.cancelled():
             raise _ClientGone() from None
         raise
     finally:
         watcher.cancel()
-
-
-def _being_cancelled() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
 
 
 async def _disconnected(request: Request) -> None:
