@@ -51,3 +51,13 @@ def test_make_variables_reach_the_flags() -> None:
     assert (args.epochs, args.batch_size, args.lr, args.use_lora) == (2, 128, 2e-5, True)
     serve = build_parser().parse_args(embedops_command("embed-serve", "MODEL=m", "PORT=8010", "NORMALIZE=1"))
     assert (serve.model, serve.port, serve.normalize) == ("m", 8010, True)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_the_smoke_tests_data_directory_ships_with_a_clone() -> None:
+    # The seed's smoke test starts with `echo … > data/finetune/pairs.tsv`, with no mkdir before it.
+    tracked = subprocess.run(["git", "-C", str(ROOT), "ls-files", "data/finetune"], capture_output=True, text=True)
+    assert tracked.stdout.split() == ["data/finetune/.gitkeep"]
+    probe = ROOT / "data" / "finetune" / "pairs.tsv"
+    ignored = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", str(probe)])
+    assert ignored.returncode == 0  # users' pairs files there stay out of version control
