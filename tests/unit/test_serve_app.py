@@ -51,10 +51,11 @@ def run_server(settings: ServeSettings, engine: Engine) -> Iterator[str]:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
+            if httpx.get(f"{url}/readyz").json()["status"] != "warming up":
                 break
         except httpx.TransportError:
-            time.sleep(0.05)
+            pass
+        time.sleep(0.05)
     yield url
     server.should_exit = True
     thread.join(timeout=30)
@@ -137,6 +138,10 @@ def test_long_input_truncates_by_default_and_refuses_when_asked(client: httpx.Cl
     assert refused.status_code == 413 and refused.json()["error_type"] == "input_too_long"
     left = client.post("/", json={"inputs": long_text, "truncation_direction": "Left"})
     assert left.status_code == 200
+    # The same text as token ids with its special tokens is cut to the same window, closing token kept.
+    ids = engine.tokenizer.wrap(engine.tokenizer.content_ids([long_text])[0])
+    by_ids = client.post("/v1/embeddings", json={"input": ids}).json()["data"][0]["embedding"]
+    np.testing.assert_allclose(by_ids, ok.json()["embeddings"][0], atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -327,3 +332,20 @@ def test_a_request_outlasting_the_graceful_shutdown_gets_a_json_503(tiny_model_d
         stopping.result()
     assert response.status_code == 503 and response.headers["retry-after"] == "1"
     assert response.json()["error"]["code"] == "shutting_down"
+
+
+class BrokenEngine(Engine):
+    """The tiny model, loaded, whose forward pass fails (as a model that does not fit the device would)."""
+
+    def embed(self, batch: list[list[int]]) -> np.ndarray:
+        raise RuntimeError("CUDA out of memory")
+
+
+def test_a_failed_warm_up_fails_both_probes_with_the_reason(tiny_model_dir: Path) -> None:
+    engine = BrokenEngine(resolve(tiny_model_dir), device="cpu")
+    for url in run_server(ServeSettings(model=str(tiny_model_dir), **LIMITS), engine):
+        for probe in ("/readyz", "/healthz"):
+            response = httpx.get(url + probe)
+            assert response.status_code == 503 and response.json()["status"] == "failed"
+            assert "CUDA out of memory" in response.json()["error"]
+        assert httpx.get(url + "/info").json()["ready"] is False

@@ -73,7 +73,7 @@ def create_app(settings: ServeSettings, engine: Engine) -> FastAPI:
         BatchLimits(settings.concurrency, settings.batch_size, settings.max_batch_tokens, settings.max_queue),
     )
     info = engine.info
-    state = {"ready": False}
+    state: dict[str, Any] = {"ready": False, "failed": None}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -85,7 +85,12 @@ def create_app(settings: ServeSettings, engine: Engine) -> FastAPI:
 
     async def _warm_up() -> None:
         if settings.warmup:
-            await asyncio.to_thread(engine.warmup)
+            try:
+                await asyncio.to_thread(engine.warmup)
+            except Exception as exc:  # the model cannot run here: say why on every probe, never turn ready
+                logger.exception("warm-up failed; the server will not turn ready")
+                state["failed"] = f"warm-up failed: {type(exc).__name__}: {exc}"
+                return
         state["ready"] = True
         logger.info("ready: %s (%s, %s, %s, dim %d)", info.model, info.backend, info.dtype, info.forward, info.dim)
 
@@ -261,12 +266,16 @@ def create_app(settings: ServeSettings, engine: Engine) -> FastAPI:
         }
         return json_response(content)
 
-    @app.get("/healthz", summary="Liveness")
+    @app.get("/healthz", summary="Liveness: fails only when the model could not run at all")
     async def healthz() -> Response:
+        if state["failed"]:
+            return json_response({"status": "failed", "error": state["failed"]}, 503)
         return json_response({"status": "ok"})
 
     @app.get("/readyz", summary="Readiness: warmed up and accepting work")
     async def readyz() -> Response:
+        if state["failed"]:
+            return json_response({"status": "failed", "error": state["failed"]}, 503)
         if not state["ready"]:
             return json_response({"status": "warming up"}, 503, {"Retry-After": "1"})
         return json_response({"status": "ready"})

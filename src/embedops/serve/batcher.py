@@ -142,7 +142,16 @@ class Batcher:
                 code="input_too_long",
                 param="input",
             )
-        return [ids[:window] for ids in inputs]
+        return [self._cut(ids, window) for ids in inputs]
+
+    def _cut(self, ids: list[int], window: int) -> list[int]:
+        """The first `window` ids; a closing special token the client sent ([SEP], </s>) stays last."""
+        if len(ids) <= window:
+            return ids
+        suffix = list(self.engine.tokenizer.suffix)
+        if suffix and ids[-len(suffix) :] == suffix:
+            return ids[: window - len(suffix)] + suffix
+        return ids[:window]
 
     def embed(self, inputs: list[list[int]]) -> asyncio.Future[np.ndarray]:
         """Queue token-id inputs; the future gives one float32 row per input. Cancel it to drop the work."""
