@@ -111,6 +111,12 @@ def test_dimensions_truncate_and_renormalise_on_every_route(client: httpx.Client
 def test_tei_route_returns_bare_matrix(client: httpx.Client, engine: Engine) -> None:
     body = client.post("/", json={"inputs": ["a", "b"], "truncate": True}).json()
     np.testing.assert_allclose(np.array(body), reference(engine, ["a", "b"]), atol=1e-5)
+    ids = engine.tokenize(["a", "b"], truncate=True)
+    np.testing.assert_allclose(client.post("/", json={"inputs": ids}).json(), body, atol=1e-5)
+    seed = client.post("/embed", json={"inputs": ids[0]}).json()
+    np.testing.assert_allclose(seed["embeddings"], body[:1], atol=1e-5)
+    with_prompt = client.post("/", json={"inputs": ids, "prompt_name": "query"})
+    assert with_prompt.status_code == 422 and with_prompt.json()["error_type"] == "invalid_request"
 
 
 def test_openai_float_base64_and_token_ids(client: httpx.Client, engine: Engine) -> None:

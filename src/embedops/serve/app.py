@@ -204,9 +204,13 @@ def create_app(settings: ServeSettings, engine: Engine) -> FastAPI:
     async def embed_request(request: Request) -> tuple[EmbedRequest, np.ndarray, int]:
         body = await read_request(request, EmbedRequest)
         check_dimensions(body.dimensions)
-        texts = with_prompt([body.inputs] if isinstance(body.inputs, str) else list(body.inputs), body.prompt_name)
+        texts, ids = _texts_or_ids(body.inputs)
+        if texts is not None:
+            texts = with_prompt(texts, body.prompt_name)
+        elif body.prompt_name is not None:
+            raise RequestError("prompt_name applies to texts, not to token ids", param="prompt_name")
         vectors, tokens = await encode(
-            request, texts, truncate=body.truncate, left=body.truncation_direction.lower() == "left"
+            request, texts, ids, truncate=body.truncate, left=body.truncation_direction.lower() == "left"
         )
         return body, finish(vectors, normalize=body.normalize, dimensions=body.dimensions), tokens
 
@@ -244,15 +248,8 @@ def create_app(settings: ServeSettings, engine: Engine) -> FastAPI:
     async def openai_embeddings(request: Request) -> Response:
         body = await read_request(request, OpenAIEmbeddingRequest)
         check_dimensions(body.dimensions)
-        raw = body.input
-        if isinstance(raw, str):
-            vectors, tokens = await encode(request, [raw], truncate=None)
-        elif isinstance(raw[0], str):
-            vectors, tokens = await encode(request, list(raw), truncate=None)
-        elif isinstance(raw[0], int):
-            vectors, tokens = await encode(request, ids=[list(raw)], truncate=None)
-        else:
-            vectors, tokens = await encode(request, ids=[list(ids) for ids in raw], truncate=None)
+        texts, ids = _texts_or_ids(body.input)
+        vectors, tokens = await encode(request, texts, ids, truncate=None)
         vectors = finish(vectors, normalize=None, dimensions=body.dimensions)
         if body.encoding_format == "base64":
             rows: list[Any] = [base64.b64encode(row.astype("<f4").tobytes()).decode() for row in vectors]
@@ -329,6 +326,17 @@ def create_app(settings: ServeSettings, engine: Engine) -> FastAPI:
     app.state.batcher = batcher
     app.state.metrics = metrics
     return app
+
+
+def _texts_or_ids(raw: Any) -> tuple[list[str] | None, list[list[int]] | None]:
+    """A validated `Inputs` value as a list of texts or a list of token-id lists (the other is None)."""
+    if isinstance(raw, str):
+        return [raw], None
+    if isinstance(raw[0], str):
+        return list(raw), None
+    if isinstance(raw[0], int):
+        return None, [list(raw)]
+    return None, [list(ids) for ids in raw]
 
 
 class _DirectRoute(APIRoute):

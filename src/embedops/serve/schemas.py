@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 Text = Annotated[str, Field(min_length=1)]
 TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
 Dimensions = Annotated[int, Field(ge=1)]
+# One text, texts, one input's token ids or several inputs' token ids: what OpenAI and TEI both accept.
+Inputs = Text | Annotated[list[Text], Field(min_length=1)] | TokenIds | Annotated[list[TokenIds], Field(min_length=1)]
 
 
 class _Strict(BaseModel):
@@ -23,7 +25,7 @@ class _Strict(BaseModel):
 class EmbedRequest(_Strict):
     """Body of the seed's `POST /embed` and of the TEI route `POST /` (same fields, as TEI names them)."""
 
-    inputs: Text | Annotated[list[Text], Field(min_length=1)]
+    inputs: Inputs
     normalize: bool | None = None
     truncate: bool | None = None
     truncation_direction: Literal["Left", "Right", "left", "right"] = "Right"
@@ -34,7 +36,7 @@ class EmbedRequest(_Strict):
 class OpenAIEmbeddingRequest(_Strict):
     """Body of `POST /v1/embeddings`, as the OpenAI API defines it."""
 
-    input: Text | Annotated[list[Text], Field(min_length=1)] | TokenIds | Annotated[list[TokenIds], Field(min_length=1)]
+    input: Inputs
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Dimensions | None = None
