@@ -184,8 +184,9 @@ def create_app(settings: ServeSettings, engine: Engine) -> FastAPI:
         normalize = settings.normalize if normalize is None else normalize
         if dimensions is not None:
             vectors = np.ascontiguousarray(vectors[:, :dimensions])
-        unit = normalize or info.model_normalizes
-        if unit and (dimensions is not None or not info.model_normalizes):
+        wants_unit = normalize or info.model_normalizes
+        is_unit = info.model_normalizes and dimensions is None
+        if wants_unit and not is_unit:
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             vectors = vectors / np.maximum(norms, 1e-12)
         return vectors
