@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -63,28 +64,32 @@ def test_mined_triplets_feed_finetune(tmp_path: Path, tiny_model_dir: Path) -> N
     data = pairs_file(tmp_path / "pairs.tsv", 30)
     corpus = corpus_file(tmp_path / "corpus.txt", 40)
     out = tmp_path / "triplets.jsonl"
-    result = mine(
-        MineConfig(
-            data=data,
-            output=out,
-            corpus=corpus,
-            model=str(tiny_model_dir),
-            num_negatives=2,
-            range_min=2,
-            range_max=30,
-            relative_margin=0.0,  # random weights score everything alike; keep negatives below the positive
-        )
+    settings = MineConfig(
+        data=data,
+        output=out,
+        corpus=corpus,
+        model=str(tiny_model_dir),
+        num_negatives=2,
+        range_min=2,
+        range_max=30,
+        relative_margin=0.0,  # random weights score everything alike; keep negatives below the positive
     )
+    result = mine(settings)
     triplets = read_examples(out)
     positives = {line.split("\t")[1].strip() for line in data.read_text().splitlines()}
-    assert (
-        len(triplets)
-        == result.triplets
-        == 2 * result.negatives_per_pair.get(2, 0) + result.negatives_per_pair.get(1, 0)
-    )
+    short = result.negatives_per_pair.get(0, 0) + result.negatives_per_pair.get(1, 0)
+    # Every pair trains: those the rank window left short were filled with random passages.
+    assert short > 0 and result.filled == short
+    assert len(triplets) == result.triplets == 2 * 30
+    assert {t.anchor for t in triplets} == {line.split("\t")[0] for line in data.read_text().splitlines()}
     assert result.pairs == 30 and result.corpus == 70 and sum(result.negatives_per_pair.values()) == 30
     assert all(t.negative not in (t.positive, t.anchor) for t in triplets)
     assert {t.negative for t in triplets} - positives  # negatives come from the corpus too
+
+    dropped = mine(replace(settings, output=tmp_path / "dropped.jsonl", fill="drop"))
+    assert dropped.filled == 0 and dropped.negatives_per_pair == result.negatives_per_pair
+    expected = 2 * result.negatives_per_pair.get(2, 0) + result.negatives_per_pair.get(1, 0)
+    assert len(read_examples(tmp_path / "dropped.jsonl")) == dropped.triplets == expected
 
 
 def test_beir_corpus_and_located_errors_leave_nothing(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -133,7 +138,8 @@ def test_cli_mine_and_finetune_mine_negatives(tmp_path: Path, tiny_model_dir: Pa
     args = ["mine", "--data", str(data), "--output", str(out), "--model", str(tiny_model_dir), "--range-min", "0"]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "pairs got 1 negative(s)" in printed and f"wrote {out}" in printed
+    assert "pairs got 1 mined negative(s)" in printed and f"wrote {out}" in printed
+    assert "pairs short of mined negatives got random passages" in printed
     assert main(args) == 2 and "already exists" in capsys.readouterr().err
 
     model_out = tmp_path / "ft"
@@ -157,4 +163,6 @@ def test_cli_mine_and_finetune_mine_negatives(tmp_path: Path, tiny_model_dir: Pa
     assert code == 0
     training = read_manifest(model_out).training
     assert training["mined_negatives"] == 1 and training["hard_negatives"] is True
+    mined = training["mined"]
+    assert mined["pairs"] == 24 and mined["with_mined"] + mined["with_random"] == 24 and training["pairs"] == 24
     assert training["data"] == str(data)

@@ -34,6 +34,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="skip candidates scoring above (1 - margin) x the positive's score",
     )
     parser.add_argument("--sampling", choices=("top", "random"), default="top")
+    parser.add_argument(
+        "--fill",
+        choices=("random", "drop"),
+        default="random",
+        help="a pair whose rank window yields too few negatives gets random passages (default) or is dropped",
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="encoding batch size")
     parser.add_argument("--seed", type=int, default=42, help="for --sampling random")
     parser.add_argument("--device", help="cpu, cuda … (default: sentence-transformers' choice)")
@@ -57,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
             range_max=args.range_max,
             relative_margin=args.relative_margin,
             sampling=args.sampling,
+            fill=args.fill,
             batch_size=args.batch_size,
             seed=args.seed,
             device=args.device,
@@ -72,8 +79,10 @@ def run(args: argparse.Namespace) -> int:
         f"from {result.corpus} passages"
     )
     for count, pairs in result.negatives_per_pair.items():
-        print(f"  {pairs:>7} pairs got {count} negative(s)")
-    if result.negatives_per_pair.get(0):
+        print(f"  {pairs:>7} pairs got {count} mined negative(s)")
+    if result.filled:
+        print(f"  {result.filled} pairs short of mined negatives got random passages instead (--fill drop: leave out)")
+    elif result.negatives_per_pair.get(0):
         print("  pairs with no negative are left out; widen --range-max or lower --range-min to keep them")
     print(f"  {result.skipped_by_margin} candidates skipped by the false-negative guard")
     if result.mean_negative_score is not None:

@@ -25,6 +25,11 @@ from embedops.data.readers import PairReader, detect_format
 from embedops.errors import ConfigError, DataError
 
 SAMPLING = ("top", "random")
+# A pair whose rank window yields no negative (every near neighbour scores above its positive, common
+# where positives are only loosely similar: climate-fever's claim -> evidence pairs got one for 660 of
+# 1,670) gets a random passage instead of being dropped: "random" keeps every pair, "drop" leaves it out.
+FILL = ("random", "drop")
+_FILL_DRAWS = 50
 MAX_NEGATIVES = 10
 
 
@@ -39,6 +44,7 @@ class MineConfig:
     range_max: int = 100
     relative_margin: float = 0.05
     sampling: str = "top"
+    fill: str = "random"
     batch_size: int = 64
     seed: int = 42
     device: str | None = None
@@ -64,6 +70,7 @@ class MineConfig:
             ),
             (0 <= self.relative_margin < 1, f"--relative-margin must be in [0, 1), got {self.relative_margin}"),
             (self.sampling in SAMPLING, f"--sampling must be one of {', '.join(SAMPLING)}"),
+            (self.fill in FILL, f"--fill must be one of {', '.join(FILL)}"),
             (self.batch_size >= 1, "--batch-size must be at least 1"),
             (self.data.absolute() != self.output.absolute(), "--output must not be the input file"),
         ]
@@ -79,10 +86,11 @@ class MineResult:
     anchors: int
     corpus: int
     triplets: int
-    negatives_per_pair: dict[int, int]  # how many pairs got 0, 1, … negatives
+    negatives_per_pair: dict[int, int]  # how many pairs got 0, 1, … mined negatives
     skipped_by_margin: int  # candidates in the rank window dropped as likely unlabelled positives
     mean_positive_score: float
     mean_negative_score: float | None
+    filled: int = 0  # pairs given random negatives because mining found too few (fill="random")
     output: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -109,6 +117,17 @@ def select_negatives(
     if config.sampling == "random" and len(allowed) > config.num_negatives:
         allowed = sorted(rng.sample(allowed, config.num_negatives), key=lambda item: -item[1])
     return allowed[: config.num_negatives], skipped
+
+
+def random_negatives(
+    count: int, exclude: set[int], scores_of: Any, ceiling: float, corpus_size: int, rng: random.Random
+) -> list[tuple[int, float]]:
+    """`count` random passages that are not known positives, preferring ones under the guard's ceiling."""
+    candidates = [i for i in (rng.randrange(corpus_size) for _ in range(_FILL_DRAWS)) if i not in exclude]
+    candidates = list(dict.fromkeys(candidates))
+    scored = [(index, float(score)) for index, score in zip(candidates, scores_of(candidates), strict=True)]
+    under = [item for item in scored if item[1] <= ceiling]
+    return (under + [item for item in scored if item[1] > ceiling])[:count]
 
 
 def _read_pairs(config: MineConfig) -> list[tuple[str, str]]:
@@ -170,30 +189,51 @@ def mine(config: MineConfig) -> MineResult:
                 chosen.append(picked)
                 skipped += dropped
 
-        if not any(chosen):
+        mined_count = [len(picked) for picked in chosen]
+        if not any(mined_count):  # a window past the corpus: filling would hide it
             raise ConfigError(
                 f"no pair got a negative from {len(corpus)} passages with ranks {config.range_min}-"
                 f"{config.range_max} and margin {config.relative_margin}: give a larger --corpus, "
                 "or lower --range-min / --relative-margin"
             )
+        if config.fill == "random":
+            for row, picked in enumerate(chosen):
+                missing = config.num_negatives - len(picked)
+                if missing <= 0:
+                    continue
+                exclude = positives[row] | {index for index, _ in picked}
+                exclude |= {corpus_id[anchors[row]]} if anchors[row] in corpus_id else set()
+                vector = anchor_vectors[row]
+                picked += random_negatives(
+                    missing,
+                    exclude,
+                    lambda ids, v=vector: corpus_vectors[ids] @ v,
+                    float(hardest[row]) * (1 - config.relative_margin),
+                    len(corpus),
+                    rng,
+                )
         writer = PairWriter(files.open(config.output), config.output)
         per_pair: Counter[int] = Counter()
         negative_scores = []
+        filled = 0
         for anchor, positive in pairs:
-            picked = chosen[anchor_id[anchor]]
-            per_pair[len(picked)] += 1
-            for index, score in picked:
+            row = anchor_id[anchor]
+            picked = chosen[row]
+            per_pair[mined_count[row]] += 1
+            filled += len(picked) > mined_count[row]
+            for index, _ in picked:
                 writer.write(anchor, positive, corpus[index])
-                negative_scores.append(score)
+            negative_scores += [score for _, score in picked[: mined_count[row]]]
         files.commit()
     settings = {k: v for k, v in asdict(config).items() if k not in ("data", "output", "corpus", "force")}
     return MineResult(
         pairs=len(pairs),
         anchors=len(anchors),
         corpus=len(corpus),
-        triplets=len(negative_scores),
+        triplets=sum(len(chosen[anchor_id[anchor]]) for anchor, _ in pairs),
         negatives_per_pair=dict(sorted(per_pair.items())),
         skipped_by_margin=skipped,
+        filled=filled,
         mean_positive_score=round(float(positive_scores.mean()), 4),
         mean_negative_score=round(float(np.mean(negative_scores)), 4) if negative_scores else None,
         output=str(config.output),
