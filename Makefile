@@ -21,17 +21,19 @@ DTYPE ?= int8
 PORT ?= 8000
 NORMALIZE ?=
 FORCE ?=
-# Pipeline variables: EVAL_DATA (BEIR dir or triples), QUANTIZE int8|int4|none, GATE (one expression), SERVE=1
+# Pipeline variables: EVAL_DATA (BEIR dir or triples), QUANTIZE int8|int4|none, GATE (one expression), SERVE=1,
+# TIME_BUDGET (45m, 2h: the whole run)
 EVAL_DATA ?=
 QUANTIZE ?= int8
 GATE ?=
 SERVE ?=
+TIME_BUDGET ?=
 
 .PHONY: help install train-deps embed-finetune embed-merge embed-quantize embed-eval embed-serve pipeline demo test lint bench clean
 
 help:
 	@echo "make demo                 the whole pipeline on the bundled model and sample data, then serve it"
-	@echo "make pipeline DATA=… OUTPUT=runs/… [EVAL_DATA=… QUANTIZE=int8 GATE='ndcg@10>=+0.5' USE_LORA=1 SERVE=1]"
+	@echo "make pipeline DATA=… OUTPUT=runs/… [EVAL_DATA=… QUANTIZE=int8 GATE='ndcg@10>=+0.5' USE_LORA=1 TIME_BUDGET=45m SERVE=1]"
 	@echo "make test                 install everything into $(VENV) and run the test suite"
 	@echo "make train-deps           install runtime + training dependencies into $(VENV)"
 	@echo "make embed-finetune DATA=… OUTPUT=… [EPOCHS= BATCH= LR= USE_LORA=1 BASE=…]"
@@ -83,6 +85,7 @@ pipeline: $(VENV)/.train-$(PINS)
 	  $(if $(EVAL_DATA),--eval-data "$(EVAL_DATA)") --quantize "$(QUANTIZE)" $(if $(GATE),--gate "$(GATE)") \
 	  $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(BATCH),--batch-size $(BATCH)) $(if $(LR),--lr $(LR)) \
 	  $(if $(filter 1 true yes,$(USE_LORA)),--use-lora) $(if $(BASE),--base-model "$(BASE)") \
+	  $(if $(TIME_BUDGET),--time-budget "$(TIME_BUDGET)") \
 	  $(if $(filter 1 true yes,$(SERVE)),--serve --port "$(PORT)")
 
 demo: $(VENV)/.train-$(PINS)

@@ -51,6 +51,8 @@ def test_make_variables_reach_the_flags() -> None:
     assert (args.epochs, args.batch_size, args.lr, args.use_lora) == (2, 128, 2e-5, True)
     serve = build_parser().parse_args(embedops_command("embed-serve", "MODEL=m", "PORT=8010", "NORMALIZE=1"))
     assert (serve.model, serve.port, serve.normalize) == ("m", 8010, True)
+    pipeline = build_parser().parse_args(embedops_command("pipeline", "DATA=d.tsv", "OUTPUT=o", "TIME_BUDGET=45m"))
+    assert pipeline.time_budget == "45m"
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")

@@ -20,7 +20,16 @@ from embedops.pipeline.recipe import choose_recipe
 from embedops.pipeline.split import HELDOUT_DIR, TRAIN_FILE, split_pairs
 
 TOPICS = ["storage", "backup", "network", "login", "upload", "search", "billing", "printer"]
-STAGES = ["data", "finetune", "eval-base", "eval-finetuned", "quantize", "eval-quantized"]
+STAGES = [
+    "data",
+    "eval-base",
+    "general-base",
+    "finetune",
+    "eval-finetuned",
+    "general-finetuned",
+    "quantize",
+    "eval-quantized",
+]
 
 
 def pairs_file(path: Path, count: int, *, wording: str = "restart the service") -> Path:
@@ -82,6 +91,10 @@ def test_full_run_writes_every_artifact_and_the_report(first_run: tuple[Path, Pa
     selection = document["stages"]["finetune"]["result"]["selection"]
     assert [point["epoch"] for point in selection["curve"]] == [0, 1] and selection["metric"] == "ndcg@10"
     assert selection["source"] == "heldout (dev split)"
+    probe = selection["probe"]  # no --lr: the step was probed on the validation side
+    assert [item["lr"] for item in probe["candidates"]] == [2e-5, 5e-5, 1e-4]
+    assert probe["chosen_lr"] == document["stages"]["finetune"]["result"]["lr"]
+    assert "Learning-rate probe" in (output / "report.md").read_text()
     assert [gate["model"] for gate in document["gates"]] == ["fine-tuned", "quantized"]
     assert resolve(output / "finetuned").manifest.kind == "finetuned"
     quantized = resolve(output / "quantized").manifest
@@ -95,7 +108,7 @@ def test_full_run_writes_every_artifact_and_the_report(first_run: tuple[Path, Pa
     assert "![training loss per step](finetuned/loss.png)" in markdown
     assert "embedops pipeline --data" in markdown and "embedops serve --model" in markdown
     page = (output / "report.html").read_text()
-    assert page.count('src="data:image/png;base64,') == 1 and "<style>" in page
+    assert page.count('src="data:image/png;base64,') == 2 and "<style>" in page  # loss and validation curves
     assert "http://" not in page and "https://" not in page  # nothing to fetch: works offline
 
 
@@ -146,7 +159,7 @@ def test_impossible_gate_stops_with_exit_1_and_valid_artifacts(
     assert "gate ndcg@10>=+100 failed for fine-tuned: ndcg@10" in error and "points short" in error
     document = ledger(output)
     assert document["status"] == "failed" and "ndcg@10>=+100" in document["failure"]
-    assert list(document["stages"]) == ["data", "finetune", "eval-base", "eval-finetuned"]
+    assert list(document["stages"]) == STAGES[:6]
     assert resolve(output / "finetuned").manifest.kind == "finetuned"  # verified: every file hash matches
     assert not (output / "quantized").exists()
     assert "**Stopped**: gate ndcg@10>=+100 failed" in (output / "report.md").read_text()
@@ -196,16 +209,18 @@ def test_hold_out_keeps_shared_texts_on_one_side(tmp_path: Path) -> None:
     assert split_pairs(data, tmp_path / "again", eval_fraction=0.2, validation_fraction=0.1, seed=1) == summary
 
 
-def test_recipe_follows_the_size_of_the_data() -> None:
+def test_recipe_leaves_length_and_step_to_validation() -> None:
     small = choose_recipe(200, use_lora=False)
-    assert (small.epochs, small.batch_size, small.lr, small.mine_negatives, small.patience) == (4, 25, 1e-4, 1, 2)
-    assert "small domain set" in small.why[0] and any("capped at 25" in line for line in small.why)
-    assert (choose_recipe(3_000, use_lora=False).epochs, choose_recipe(3_000, use_lora=False).lr) == (3, 2e-5)
+    assert (small.epochs, small.batch_size, small.lr, small.mine_negatives, small.patience) == (30, 25, None, 1, 2)
+    assert small.lr_candidates == [2e-5, 5e-5, 1e-4] and small.lr_schedule == "plateau"
+    assert any("capped at 25" in line for line in small.why) and any("probed" in line for line in small.why)
     assert choose_recipe(60, use_lora=False).mine_negatives == 0  # too few passages to mine from
     assert choose_recipe(3_000, use_lora=False, with_negatives=True).mine_negatives == 0
-    large = choose_recipe(200_000, use_lora=False)
-    assert (large.epochs, large.batch_size, large.lr) == (1, 64, 2e-5)
-    assert choose_recipe(20_000, use_lora=True).lr == pytest.approx(2e-4)
+    assert choose_recipe(200_000, use_lora=False).batch_size == 64
+    assert choose_recipe(20_000, use_lora=True).lr_candidates == pytest.approx([2e-4, 5e-4, 1e-3])
+    unvalidated = choose_recipe(3_000, use_lora=False, patience=0)  # nothing can decide: a short fixed run
+    assert (unvalidated.epochs, unvalidated.lr, unvalidated.lr_candidates) == (3, 2e-5, [])
+    assert unvalidated.lr_schedule == "linear"
     given = choose_recipe(200, use_lora=False, epochs=2, batch_size=16, lr=3e-5, mine_negatives=0, patience=0)
     assert (given.epochs, given.batch_size, given.lr, given.mine_negatives, given.patience) == (2, 16, 3e-5, 0, 0)
     assert sum("given" in line for line in given.why) == 4 and any("early stopping off" in line for line in given.why)

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import pkgutil
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from embedops import __version__
 from embedops.errors import EmbedopsError
@@ -36,8 +38,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record is logged (tests and wrappers swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        del value
+
+
+def _show_progress_lines() -> None:
+    """embedops' own INFO lines (recipe, probe, validation) on stderr; other libraries keep their levels."""
+    package = logging.getLogger("embedops")
+    if not any(isinstance(handler, _CurrentStderr) for handler in package.handlers):
+        handler = _CurrentStderr()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        package.addHandler(handler)
+    package.setLevel(logging.INFO)
+    package.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _show_progress_lines()
     try:
         return int(args.run(args) or 0)
     except EmbedopsError as exc:

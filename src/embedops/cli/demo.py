@@ -110,7 +110,7 @@ def summary_lines(document: dict[str, Any], directory: Path, served: dict[str, A
         gain = f"({(scores[1][1][metric] - base[metric]) * 100:+.1f} points fine-tuned)"
         quality.append(f"{metric:<8} " + " -> ".join(cells) + f"  {gain}")
     best = selection.get("best_epoch")
-    stopped = ", stopped early" if selection.get("stopped_early") else ""
+    stopped = f", stopped by {selection['stopped_by']}" if selection.get("stopped_early") else ""
     finetuned, quantized = directory / "finetuned", directory / "quantized"
     finetuned_mb, quantized_mb = directory_size(finetuned) / 1e6, directory_size(quantized) / 1e6
     lines = [
@@ -120,8 +120,8 @@ def summary_lines(document: dict[str, Any], directory: Path, served: dict[str, A
         "=" * 78,
         f"data      {data['prep']['rows']} pairs read, {removed} removed by prep; {data['train_pairs']} train / "
         f"{data['validation_pairs']} validation / {data['eval_pairs']} held-out evaluation",
-        f"recipe    up to {recipe['epochs']} epochs, batch {recipe['batch_size']}, lr {recipe['lr']:g}, "
-        f"{recipe['mine_negatives']} mined negative(s) per pair",
+        f"recipe    up to {recipe['epochs']} epochs, batch {recipe['batch_size']}, lr {training['lr']:g}"
+        f"{' (probed)' if recipe['lr'] is None else ''}, {recipe['mine_negatives']} mined negative(s) per pair",
         f"training  best validation epoch {best} of {training['epochs_run']:g} run{stopped} ({training['seconds']} s)",
         f"quality   held-out questions searched among {data['heldout_documents']} help-center answers (x100):",
         *(f"          {line}" for line in quality),

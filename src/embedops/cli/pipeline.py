@@ -37,13 +37,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model.add_argument("--output", required=True, help="run directory: artifacts, pipeline.json, report")
     model.add_argument("--use-lora", action="store_true", help="train a LoRA adapter instead of all weights")
     model.add_argument("--quantize", default="int8", choices=("int8", "int4", "none"), help="default: int8 (ONNX)")
-    train = parser.add_argument_group("training recipe (chosen from the number of pairs when not given)")
-    train.add_argument("--epochs", type=int)
+    train = parser.add_argument_group(
+        "training recipe (when not given: length and learning rate by validation, the rest from the data)"
+    )
+    train.add_argument("--epochs", type=int, help="most epochs (default: a ceiling of 30)")
     train.add_argument("--batch-size", type=int)
-    train.add_argument("--lr", type=float)
+    train.add_argument("--lr", type=float, help="learning rate (default: probed on the validation data)")
     train.add_argument("--mine-negatives", type=int, metavar="N", help="hard negatives mined per pair (0: none)")
     train.add_argument(
         "--patience", type=int, help="stop after this many epochs without a better validation score (0: off)"
+    )
+    train.add_argument(
+        "--time-budget",
+        metavar="DURATION",
+        help="cap the whole run (45m, 2h, 1h30m): training stops in time and the best model so far is published",
     )
     train.add_argument("--seed", type=int, default=42, help="split, data order and initialisation")
     train.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
@@ -56,6 +63,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="e.g. 'ndcg@10>=+0.5' (signed: points over the base model) or 'ndcg@10>=0.6' (absolute); repeatable",
     )
     gates.add_argument("--max-drift", type=float, metavar="D", help="refuse a quantized model whose 1 - cosine > D")
+    gates.add_argument(
+        "--max-forgetting",
+        type=float,
+        metavar="POINTS",
+        help="refuse a fine-tuned model that loses more than POINTS of general-domain Spearman (x100, bundled STS set)",
+    )
     serving = parser.add_argument_group("serving")
     serving.add_argument("--serve", action="store_true", help="serve the final model when every gate passed")
     serving.add_argument("--port", type=int, default=8000, help="port for --serve (default 8000)")
@@ -79,11 +92,13 @@ def run(args: argparse.Namespace) -> int:
         quantize=args.quantize,
         gates=args.gate,
         max_drift=args.max_drift,
+        max_forgetting=args.max_forgetting,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
         mine_negatives=args.mine_negatives,
         patience=args.patience,
+        time_budget=args.time_budget,
         validation_fraction=args.validation_fraction,
         seed=args.seed,
         device=args.device,

@@ -90,10 +90,34 @@ def _data_blocks(document: dict[str, Any]) -> list[Block]:
     return [Heading("Data"), Table(["", "value"], rows)]
 
 
-def _selection_blocks(selection: dict[str, Any]) -> list[Block]:
+_STOP_REASONS = {
+    "patience": "patience ran out (epochs in a row without a new best)",
+    "ceiling": "the epoch ceiling was reached",
+    "budget": "the time budget would have been exceeded by another epoch",
+}
+
+
+def _probe_blocks(probe: dict[str, Any], metric: str) -> list[Block]:
+    rows = [["base model", f"{probe['base_score'] * 100:.2f}", "", ""]]
+    for item in probe["candidates"]:
+        chosen = "chosen" if item["lr"] == probe["chosen_lr"] else ""
+        rows.append([f"{item['lr']:g}", f"{item['score'] * 100:.2f}", f"{item.get('seconds', 0):g}", chosen])
+    return [
+        f"Learning-rate probe: each rate trained {probe['steps']} steps from the base weights on the same batches, "
+        f"then scored on the validation data ({metric}, x100); the best one trains the model.",
+        Table(["learning rate", metric, "seconds", ""], rows),
+    ]
+
+
+def _selection_blocks(directory: Path, selection: dict[str, Any]) -> list[Block]:
     metric, best = selection["metric"], selection["best_epoch"]
     rows = [
-        [str(point["epoch"]), f"{point[metric] * 100:.2f}", "kept" if point["epoch"] == best else ""]
+        [
+            str(point["epoch"]),
+            f"{point[metric] * 100:.2f}",
+            f"{point['lr']:.2g}" if "lr" in point else "",
+            "kept" if point["epoch"] == best else "",
+        ]
         for point in selection["curve"]
     ]
     verdict = (
@@ -101,24 +125,36 @@ def _selection_blocks(selection: dict[str, Any]) -> list[Block]:
         if best == 0
         else f"epoch {best} is the published model"
     )
-    stopped = "; training stopped early" if selection["stopped_early"] else ""
-    return [
-        f"Validation {metric} on `{selection['source']}` after each epoch (x100): {verdict}{stopped}.",
-        Table(["epoch", metric, ""], rows),
+    stopped_by = selection.get("stopped_by", "patience" if selection["stopped_early"] else "ceiling")
+    documents = f", {selection['documents']} documents" if selection.get("documents") else ""
+    blocks: list[Block] = []
+    if selection.get("probe"):
+        blocks += _probe_blocks(selection["probe"], metric)
+    blocks += [
+        f"Validation {metric} on `{selection['source']}`{documents} after each epoch (x100): {verdict}. "
+        f"Training stopped because {_STOP_REASONS.get(stopped_by, stopped_by)}; validation took "
+        f"{selection.get('validation_seconds', 0):g} s in all.",
+        Table(["epoch", metric, "learning rate", ""], rows),
     ]
+    plot = directory / "finetuned" / "validation.png"
+    if plot.is_file():
+        blocks.append(Image(plot.relative_to(directory), "validation metric per epoch"))
+    return blocks
 
 
 def _training_blocks(directory: Path, document: dict[str, Any]) -> list[Block]:
     recipe = document["recipe"]
+    lr = f"{recipe['lr']:g}" if recipe.get("lr") is not None else "probed"
     blocks: list[Block] = [
         Heading("Recipe"),
         Table(
-            ["epochs (most)", "batch size", "learning rate", "mined negatives", "patience"],
+            ["epochs (most)", "batch size", "learning rate", "schedule", "mined negatives", "patience"],
             [
                 [
                     str(recipe["epochs"]),
                     str(recipe["batch_size"]),
-                    f"{recipe['lr']:g}",
+                    lr,
+                    recipe.get("lr_schedule", "linear"),
                     str(recipe["mine_negatives"]),
                     str(recipe["patience"] or "off"),
                 ]
@@ -128,13 +164,21 @@ def _training_blocks(directory: Path, document: dict[str, Any]) -> list[Block]:
     ]
     training = document["stages"].get("finetune", {}).get("result")
     if training:
-        blocks += [
-            Heading("Training"),
+        summary = (
             f"{training['steps']} steps, {training['epochs_run']:g} epoch(s), over {training['pairs']} training "
-            f"examples in {training['seconds']} s.",
-        ]
+            f"examples at learning rate {training['lr']:g}, in {training['seconds']} s"
+        )
+        if training.get("probe_seconds"):
+            summary += f" ({training['probe_seconds']:g} s of them probing learning rates)"
+        blocks += [Heading("Training"), summary + "."]
+        mined = training.get("mined")
+        if mined:
+            blocks.append(
+                f"Hard negatives: {mined['with_mined']} of {mined['pairs']} pairs got a mined one; "
+                f"{mined['with_random']} had none in the rank window and got a random passage, so every pair trains."
+            )
         if training.get("selection"):
-            blocks += _selection_blocks(training["selection"])
+            blocks += _selection_blocks(directory, training["selection"])
         loss = directory / "finetuned" / "loss.png"
         if loss.is_file():
             blocks.append(Image(loss.relative_to(directory), "training loss per step"))
@@ -173,6 +217,30 @@ def _metric_blocks(document: dict[str, Any]) -> list[Block]:
             )
         )
     return blocks
+
+
+def _forgetting_blocks(document: dict[str, Any]) -> list[Block]:
+    forgetting = document.get("forgetting")
+    if not forgetting:
+        return []
+    limit = forgetting["max_forgetting"]
+    verdict = "no limit set (--max-forgetting)" if limit is None else f"limit {limit:g} points: "
+    if limit is not None:
+        verdict += "held" if forgetting["passed"] else "BROKEN"
+    return [
+        Heading("General ability"),
+        f"What tuning cost outside the domain: Spearman (x100) on the {forgetting['data']}; {verdict}.",
+        Table(
+            ["base", "fine-tuned", "change (points)"],
+            [
+                [
+                    f"{forgetting['base'] * 100:.2f}",
+                    f"{forgetting['finetuned'] * 100:.2f}",
+                    f"{forgetting['change_points']:+.2f}",
+                ]
+            ],
+        ),
+    ]
 
 
 def _quantization_blocks(document: dict[str, Any]) -> list[Block]:
@@ -241,6 +309,7 @@ def build(directory: Path, document: dict[str, Any]) -> list[Block]:
         *_data_blocks(document),
         *_training_blocks(directory, document),
         *_metric_blocks(document),
+        *_forgetting_blocks(document),
         *_quantization_blocks(document),
         *_artifact_blocks(directory, document),
         *_command_blocks(directory, document),

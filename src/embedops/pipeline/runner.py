@@ -1,13 +1,18 @@
 """`run_pipeline(config)`: the stages in order, gates between them, the report at the end.
 
-Order: data (prep, then hold-out and validation splits) -> finetune (mined negatives, best epoch on
-validation data) -> eval base, eval fine-tuned -> gates -> quantize -> eval quantized -> gates -> report.
+Order: data (prep, then hold-out and validation splits) -> eval base (the evaluation data and the
+bundled general-domain similarity set) -> finetune (mined negatives, a learning-rate probe, the best
+epoch on validation data) -> eval fine-tuned (both again: the forgetting check) -> gates -> quantize
+-> eval quantized -> gates -> report. The base model is scored first so that, under --time-budget, the time the
+evaluations after training will take is measured before training is given what is left.
 A failed gate stops the run with GateFailedError (exit 1) after writing pipeline.json and the report, so
 what was built stays on disk, valid, and explained.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,12 +31,16 @@ from embedops.pipeline.stages import (
     eval_metrics,
     eval_stage,
     finetune_stage,
+    general_data,
     mining_corpus,
     prep_stage,
     quantize_stage,
 )
 
 FINETUNED, QUANTIZED, DATA_DIR = "finetuned", "quantized", "data"
+# Quantizing (export, int8, a 500-text drift check) took 40-70 s for MiniLM-sized models on 2 cores.
+QUANTIZE_RESERVE_SECONDS = 90.0
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -97,7 +106,53 @@ def _check_gates(ledger: Ledger, config: PipelineConfig, model: str, scores: dic
         )
 
 
-def _stages(config: PipelineConfig, ledger: Ledger) -> None:
+def _check_forgetting(ledger: Ledger, config: PipelineConfig, base: float, tuned: float) -> None:
+    """Record how much general-domain similarity the fine-tuned model kept; --max-forgetting gates it."""
+    change = round((tuned - base) * 100, 2)
+    limit = config.max_forgetting
+    passed = limit is None or -change <= limit
+    ledger.document["forgetting"] = {
+        "data": "bundled STS-B sample (375 general-domain pairs)",
+        "metric": "spearman",
+        "base": base,
+        "finetuned": tuned,
+        "change_points": change,
+        "max_forgetting": limit,
+        "passed": passed,
+    }
+    logger.info(
+        "general ability (STS sample, Spearman x100): base %.2f, fine-tuned %.2f (%+.2f)",
+        base * 100,
+        tuned * 100,
+        change,
+    )
+    if not passed:
+        raise GateFailedError(
+            f"forgetting: general-domain similarity fell {-change:.2f} points (Spearman on the bundled STS-B sample, "
+            f"{base * 100:.2f} -> {tuned * 100:.2f}), more than --max-forgetting {limit:g}; "
+            f"artifacts so far are kept in {config.output}"
+        )
+
+
+def _training_deadline(config: PipelineConfig, started: float, eval_seconds: float) -> float | None:
+    """When training must stop for the whole run to fit --time-budget: the budget less what the stages
+    after training take (one evaluation per model still to score, measured on the base model, and the
+    quantization)."""
+    if config.budget_seconds is None:
+        return None
+    after = eval_seconds * (1 if config.quantize == "none" else 2)  # eval-quantized skips the general check
+    after += 0 if config.quantize == "none" else QUANTIZE_RESERVE_SECONDS
+    deadline = started + config.budget_seconds - after
+    logger.info(
+        "time budget %s: training must end within %.0f s (%.0f s kept for evaluating and quantizing)",
+        config.time_budget,
+        deadline - time.time(),
+        after,
+    )
+    return deadline
+
+
+def _stages(config: PipelineConfig, ledger: Ledger, started: float) -> None:
     if config.eval_data is not None:  # a gate on a metric the evaluation cannot produce fails before any work
         task_kind, metrics = eval_metrics(config.eval_data, config.eval_split)
         check_metrics_available(config.parsed_gates, metrics, task_kind)
@@ -122,9 +177,26 @@ def _stages(config: PipelineConfig, ledger: Ledger) -> None:
     ledger.document["recipe"] = recipe.to_record()
     ledger.document["commands"] = {"reproduce": config.command(recipe)}
     for line in recipe.why:
-        print(f"recipe: {line}")
+        logger.info("recipe: %s", line)
 
     eval_hash = data_hash(eval_data)
+
+    def evaluate_model(stage: str, reference: str, identity: str) -> dict:
+        inputs = {"model": identity, "eval_data": eval_hash, "split": config.eval_split}
+        return ledger.run_stage(stage, inputs, lambda: eval_stage(config, reference, eval_data)).result["metrics"]
+
+    general, general_hash = general_data(), data_hash(general_data())
+
+    def general_score(stage: str, reference: str, identity: str) -> float:
+        inputs = {"model": identity, "data": general_hash}
+        record = ledger.run_stage(stage, inputs, lambda: eval_stage(config, reference, general))
+        return record.result["metrics"]["spearman"]
+
+    base_scores = evaluate_model("eval-base", config.base_model, base_hash)
+    base_general = general_score("general-base", config.base_model, base_hash)
+    stages = ledger.document["stages"]
+    eval_seconds = stages["eval-base"]["result"]["seconds"] + stages["general-base"]["result"]["seconds"]
+    deadline = _training_deadline(config, started, eval_seconds)
     finetuned = config.output / FINETUNED
     ledger.run_stage(
         "finetune",
@@ -136,18 +208,14 @@ def _stages(config: PipelineConfig, ledger: Ledger) -> None:
             "recipe": {key: value for key, value in recipe.to_record().items() if key != "why"},
             "validation": {"data": data_hash(validation[0]), "split": validation[1]} if recipe.patience else None,
             "mine_corpus": data_hash(corpus) if corpus is not None else None,
+            "time_budget": config.time_budget,
         },
-        lambda: finetune_stage(config, train_file, recipe, validation, finetuned),
+        lambda: finetune_stage(config, train_file, recipe, validation, finetuned, deadline),
         output=finetuned,
     )
-
-    def evaluate_model(stage: str, reference: str, identity: str) -> dict:
-        inputs = {"model": identity, "eval_data": eval_hash, "split": config.eval_split}
-        return ledger.run_stage(stage, inputs, lambda: eval_stage(config, reference, eval_data)).result["metrics"]
-
-    base_scores = evaluate_model("eval-base", config.base_model, base_hash)
     finetuned_hash = model_hash(resolve(finetuned))
     tuned_scores = evaluate_model("eval-finetuned", str(finetuned), finetuned_hash)
+    _check_forgetting(ledger, config, base_general, general_score("general-finetuned", str(finetuned), finetuned_hash))
     _check_gates(ledger, config, "fine-tuned", tuned_scores, base_scores)
     if config.quantize == "none":
         return
@@ -172,7 +240,7 @@ def run_pipeline(config: PipelineConfig) -> PipelineResult:
     config.output.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(config.output, config.to_record())
     try:
-        _stages(config, ledger)
+        _stages(config, ledger, time.time())
     except EmbedopsError as exc:
         ledger.document.update(status="failed", failure=str(exc))
         ledger.save()

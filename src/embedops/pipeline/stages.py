@@ -12,7 +12,21 @@ from embedops.pipeline.config import PipelineConfig
 from embedops.pipeline.recipe import Recipe
 
 EVAL_BATCH_SIZE = 32
+# Validation runs after every epoch and each probed rate, so its corpus is capped: every relevant passage
+# plus random distractors (evaluate.datasets.cap_documents). 2,000 passages take about a third of the
+# 5,240 of climate-fever's full corpus to encode.
+VALIDATION_MAX_DOCUMENTS = 2_000
 CLEAN_FILE, REMOVED_FILE = "clean.jsonl", "removed.jsonl"
+# The forgetting check: general-domain similarity that ships with the package, so it runs offline with no
+# setup (375 STS-B dev pairs, image captions and SNLI sentences; resources/general_sts.LICENSE.txt).
+GENERAL_DATA = "general_sts.tsv"
+
+
+def general_data() -> Path:
+    """The bundled general-domain similarity set, as a file path."""
+    from importlib.resources import files
+
+    return Path(str(files("embedops.resources") / GENERAL_DATA))
 
 
 def prep_stage(config: PipelineConfig, directory: Path) -> dict[str, Any]:
@@ -51,12 +65,18 @@ def mining_corpus(config: PipelineConfig) -> Path | None:
 
 
 def finetune_stage(
-    config: PipelineConfig, train_file: Path, recipe: Recipe, validation: tuple[Path, str], output: Path
+    config: PipelineConfig,
+    train_file: Path,
+    recipe: Recipe,
+    validation: tuple[Path, str],
+    output: Path,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune the base model on the training side, keeping the best epoch on `validation` (data, split);
-    returns the training record of the new manifest."""
-    from embedops.evaluate.datasets import load_task
+    """Fine-tune the base model on the training side, probing the step and keeping the best epoch on
+    `validation` (data, split), stopping by `deadline` (time.time()); returns the training record."""
+    from embedops.evaluate.datasets import RetrievalTask, cap_documents, load_task
     from embedops.evaluate.scoring import default_metrics
+    from embedops.pipeline.recipe import LR_DECAY
     from embedops.train.config import FinetuneConfig
     from embedops.train.finetune import finetune
     from embedops.train.selection import EpochSelection
@@ -65,8 +85,18 @@ def finetune_stage(
     if recipe.patience:
         path, split = validation
         task = load_task(path, split=split)
+        if isinstance(task, RetrievalTask):
+            task = cap_documents(task, VALIDATION_MAX_DOCUMENTS, seed=config.seed)
         source = f"{path.name} ({split} split)"
-        selection = EpochSelection(task, default_metrics(task)[0], source, recipe.patience, EVAL_BATCH_SIZE)
+        selection = EpochSelection(
+            task,
+            default_metrics(task)[0],
+            source,
+            recipe.patience,
+            EVAL_BATCH_SIZE,
+            decay=LR_DECAY if recipe.lr_schedule == "plateau" else None,
+            deadline=deadline,
+        )
     result = finetune(
         FinetuneConfig(
             data=train_file,
@@ -78,14 +108,30 @@ def finetune_stage(
             use_lora=config.use_lora,
             mine_negatives=recipe.mine_negatives,
             mine_corpus=mining_corpus(config) if recipe.mine_negatives else None,
+            lr_schedule=recipe.lr_schedule,
+            lr_candidates=recipe.lr_candidates or None,
             seed=config.seed,
             device=config.device,
             force=True,
+            resume_if_possible=True,  # a stopped pipeline continues its probe and epochs where they ended
         ),
         selection,
     )
     training = result.manifest.training or {}
-    keep = ("pairs", "epochs", "epochs_run", "batch_size", "lr", "steps", "seconds", "pairs_per_second", "selection")
+    keep = (
+        "pairs",
+        "epochs",
+        "epochs_run",
+        "batch_size",
+        "lr",
+        "lr_schedule",
+        "steps",
+        "seconds",
+        "probe_seconds",
+        "pairs_per_second",
+        "selection",
+        "mined",
+    )
     return {key: training.get(key) for key in keep} | {"mined_negatives": recipe.mine_negatives}
 
 

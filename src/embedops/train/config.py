@@ -10,6 +10,9 @@ from embedops.models import DEFAULT_MODEL
 
 LOSSES = ("mnrl", "cached-mnrl")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+# linear: warm up, then decay to zero at the last epoch (the seed's schedule, right for a fixed length);
+# plateau: constant after warm-up, halved by validation when an epoch brings no gain (train.selection).
+LR_SCHEDULES = ("linear", "plateau")
 # LoRA updates few weights from zero, so it wants a larger step than full fine-tuning.
 DEFAULT_LR = {"full": 2e-5, "lora": 2e-4}
 
@@ -39,6 +42,7 @@ class FinetuneConfig:
     mini_batch_size: int = 32
     save_every: int | None = None
     resume: bool = False
+    resume_if_possible: bool = False  # continue an interrupted run of the same key, else start over (pipeline)
     device: str | None = None
     precision: str = "auto"
     eval_sample_size: int = 0
@@ -46,6 +50,9 @@ class FinetuneConfig:
     force: bool = False
     mine_negatives: int = 0  # > 0: mine this many hard negatives per pair with the base model first
     mine_corpus: Path | None = None  # passages to mine from (default: the positives of the data)
+    lr_schedule: str = "linear"
+    lr_candidates: list[float] | None = None  # probe these rates on the validation data first (train.probe)
+    probe_steps: int | None = None  # steps per probed rate (default: train.probe.probe_steps)
 
     def __post_init__(self) -> None:
         self.data, self.output = Path(self.data), Path(self.output)
@@ -63,6 +70,9 @@ class FinetuneConfig:
             (0 <= self.lora.dropout < 1, f"--lora-dropout must be in [0, 1), got {self.lora.dropout}"),
             (self.max_seq_length is None or self.max_seq_length >= 8, "--max-seq-length must be at least 8"),
             (0 <= self.mine_negatives <= 10, f"--mine-negatives must be 0..10, got {self.mine_negatives}"),
+            (self.lr_schedule in LR_SCHEDULES, f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}"),
+            (all(rate > 0 for rate in self.lr_candidates or []), "probed learning rates must be positive"),
+            (self.probe_steps is None or self.probe_steps >= 1, "--probe-steps must be at least 1"),
         ]
         for ok, message in checks:
             if not ok:

@@ -9,6 +9,7 @@ rename only at the very end.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from collections.abc import Iterator
@@ -23,7 +24,8 @@ from embedops.evaluate.metrics import pair_retrieval_metrics
 from embedops.models import ModelRef, resolve
 from embedops.models import load as load_model
 from embedops.train.config import FinetuneConfig
-from embedops.train.records import plot_loss, write_model_card, write_training_log
+from embedops.train.probe import ProbeOutcome, estimate_line
+from embedops.train.records import plot_loss, plot_validation, write_model_card, write_training_log
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -32,6 +34,11 @@ if TYPE_CHECKING:
     from embedops.train.selection import EpochSelection
 
 _STATE = "state.json"
+logger = logging.getLogger(__name__)
+
+
+def _has_checkpoint(work: Path) -> bool:
+    return any((work / "checkpoints").glob("checkpoint-*"))
 
 
 @dataclass
@@ -83,23 +90,35 @@ def build_dataset(config: FinetuneConfig, stats: ReadStats, data_sha256: str, ca
     )
 
 
-def _prepare_work_dir(config: FinetuneConfig, data_sha256: str) -> Path:
+def _run_key(config: FinetuneConfig, data_sha256: str) -> dict[str, Any]:
+    """What an interrupted run must share with the one that continues it: the data, the model, and every
+    setting that shapes the steps, so a resumed manifest never records a recipe it did not train."""
+    settings = ("base_model", "use_lora", "epochs", "batch_size", "loss", "seed", "mine_negatives", "lr_schedule")
+    key = {"data_sha256": data_sha256} | {name: getattr(config, name) for name in settings}
+    return key | {"lr": config.learning_rate, "lr_candidates": config.lr_candidates}
+
+
+def _prepare_work_dir(config: FinetuneConfig, data_sha256: str) -> tuple[Path, bool]:
+    """The run's work directory, and whether it continues an interrupted run there."""
     work = work_dir_for(config.output)
     state_path = work / _STATE
-    run_key = {"data_sha256": data_sha256, "base_model": config.base_model, "use_lora": config.use_lora}
+    run_key = _run_key(config, data_sha256)
+    previous = json.loads(state_path.read_text()) if state_path.is_file() else None
     if config.resume:
-        if not state_path.is_file():
+        if previous is None:
             raise ConfigError(f"--resume: no interrupted run to continue for {config.output} ({work} is missing)")
-        previous = json.loads(state_path.read_text())
         changed = [key for key, value in run_key.items() if previous.get(key) != value]
         if changed:
             raise ConfigError(
                 f"--resume: the interrupted run used a different {', '.join(changed)}; "
-                "resume with the same data and model, or start over with --force"
+                "resume with the same data, model and settings, or start over with --force"
             )
-        return work
+        return work, True
+    if config.resume_if_possible and previous == run_key:
+        logger.info("continuing the interrupted run in %s", work)
+        return work, True
     if work.exists():
-        if not config.force:
+        if not (config.force or config.resume_if_possible):
             raise ConfigError(
                 f"checkpoints of an interrupted run exist in {work}: continue it with --resume, "
                 "or start over with --force"
@@ -107,15 +126,16 @@ def _prepare_work_dir(config: FinetuneConfig, data_sha256: str) -> Path:
         shutil.rmtree(work)
     work.mkdir(parents=True)
     state_path.write_text(json.dumps(run_key))
-    return work
+    return work, False
 
 
-def _mine_negatives(config: FinetuneConfig, work: Path) -> FinetuneConfig:
-    """Mine hard negatives with the base model into the work dir (kept for --resume); train on those."""
+def _mine_negatives(config: FinetuneConfig, work: Path, resuming: bool) -> tuple[FinetuneConfig, dict[str, int]]:
+    """Mine hard negatives with the base model into the work dir (kept for --resume); train on those.
+    Returns the config that trains on them and how many pairs got a mined and a random negative."""
     from embedops.data.mine import MineConfig, mine
 
-    mined = work / "mined-negatives.jsonl"
-    if not (config.resume and mined.is_file()):
+    mined, summary_path = work / "mined-negatives.jsonl", work / "mined-negatives.json"
+    if not (resuming and mined.is_file() and summary_path.is_file()):
         result = mine(
             MineConfig(
                 data=config.data,
@@ -128,8 +148,16 @@ def _mine_negatives(config: FinetuneConfig, work: Path) -> FinetuneConfig:
                 force=True,
             )
         )
-        print(f"mined {result.triplets} triplets for {result.pairs} pairs ({result.negatives_per_pair} negatives/pair)")
-    return replace(config, data=mined, skip_invalid=False)
+        summary = {"pairs": result.pairs, "with_mined": result.pairs - result.filled, "with_random": result.filled}
+        summary_path.write_text(json.dumps(summary), encoding="utf-8")
+        logger.info(
+            "mined negatives: %d of %d pairs got a mined one, %d a random one",
+            summary["with_mined"],
+            summary["pairs"],
+            summary["with_random"],
+        )
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    return replace(config, data=mined, skip_invalid=False), summary
 
 
 def _loss(config: FinetuneConfig, model: SentenceTransformer) -> Any:
@@ -186,30 +214,87 @@ def sanity_eval(model: SentenceTransformer, holdout: Dataset, batch_size: int) -
     return {"mrr@10": metrics["mrr@10"], "hit@1": metrics["hit@1"]}
 
 
-def _training_arguments(config: FinetuneConfig, work: Path, device: str, steps_per_epoch: int) -> Any:
+def _training_arguments(
+    config: FinetuneConfig, output_dir: Path, device: str, steps_per_epoch: int, lr: float, max_steps: int = -1
+) -> Any:
+    """The trainer's arguments. `max_steps` > 0 is a probe: a short stretch, nothing saved, and the
+    constant schedule of the main run it stands in for."""
     from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.training_args import BatchSamplers
 
     use_cuda = device.startswith("cuda")
-    total_steps = steps_per_epoch * config.epochs
+    probing = max_steps > 0
+    total_steps = max_steps if probing else steps_per_epoch * config.epochs
+    if config.lr_schedule == "plateau" or probing:
+        # Constant after a warm-up of a tenth of one epoch: the length of the run is not known in advance,
+        # so validation decays the rate (train.selection) instead of a schedule tied to the ceiling.
+        schedule = {"lr_scheduler_type": "constant_with_warmup", "warmup_steps": -(-steps_per_epoch // 10)}
+    else:
+        schedule = {"lr_scheduler_type": "linear", "warmup_ratio": config.warmup_ratio}
     return SentenceTransformerTrainingArguments(
-        output_dir=str(work / "checkpoints"),
+        output_dir=str(output_dir),
         num_train_epochs=config.epochs,
+        max_steps=max_steps,
         per_device_train_batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        warmup_ratio=config.warmup_ratio,
+        learning_rate=lr,
         seed=config.seed,
         data_seed=config.seed,
         # In-batch negatives must not contain the anchor's own positive text twice.
         batch_sampler=BatchSamplers.NO_DUPLICATES,
-        save_strategy="steps" if config.save_every else "epoch",
+        save_strategy="no" if probing else ("steps" if config.save_every else "epoch"),
         save_steps=config.save_every or 500,
         save_total_limit=2,
+        logging_strategy="no" if probing else "steps",  # a probe reports its score, not a loss per step
         logging_steps=max(1, min(50, total_steps // 20)),
         report_to="none",
         use_cpu=not use_cuda,
         dataloader_drop_last=False,
+        disable_tqdm=probing,
+        **schedule,
         **_precision_flags(config, use_cuda),
+    )
+
+
+def _probe(
+    config: FinetuneConfig,
+    model: SentenceTransformer,
+    dataset: Dataset,
+    work: Path,
+    device: str,
+    steps_per_epoch: int,
+    selection: EpochSelection,
+) -> ProbeOutcome:
+    """Run the learning-rate probe (train.probe) over `config.lr_candidates`; the model ends at its base weights."""
+    from sentence_transformers import SentenceTransformerTrainer
+
+    from embedops.train.probe import probe_learning_rates, probe_steps
+    from embedops.train.selection import snapshot
+
+    steps = probe_steps(steps_per_epoch, config.probe_steps)
+    base_state = snapshot(model)
+
+    def train_at(rate: float) -> float:
+        trainer = SentenceTransformerTrainer(
+            model=model,
+            args=_training_arguments(config, work / "probe", device, steps_per_epoch, rate, max_steps=steps),
+            train_dataset=dataset,
+            loss=_loss(config, model),
+        )
+        started = time.perf_counter()
+        trainer.train()
+        return time.perf_counter() - started
+
+    logger.info(
+        "probe: %d learning rates, %d steps each, scored on %s", len(config.lr_candidates), steps, selection.source
+    )
+    return probe_learning_rates(
+        config.lr_candidates,
+        train_at,
+        lambda: selection.score(model),
+        lambda: model.load_state_dict(base_state),
+        steps,
+        work=work,
+        deadline=selection.deadline,
     )
 
 
@@ -227,11 +312,11 @@ def finetune(config: FinetuneConfig, selection: EpochSelection | None = None) ->
         )
     base = resolve(config.base_model)
     device = _device(config)
-    work = _prepare_work_dir(config, data_sha256)
+    work, resuming = _prepare_work_dir(config, data_sha256)
 
-    train_config, train_stats, train_sha256 = config, stats, data_sha256
+    train_config, train_stats, train_sha256, mined = config, stats, data_sha256, None
     if config.mine_negatives:
-        train_config = _mine_negatives(config, work)
+        train_config, mined = _mine_negatives(config, work, resuming)
         train_stats, train_sha256 = scan_data(train_config)
     dataset = build_dataset(train_config, train_stats, train_sha256, work / "dataset")
     holdout = None
@@ -248,29 +333,39 @@ def finetune(config: FinetuneConfig, selection: EpochSelection | None = None) ->
 
     from sentence_transformers import SentenceTransformerTrainer
 
-    keep_best = None
+    steps_per_epoch = -(-len(dataset) // config.batch_size)
+    lr, probe, keep_best = config.learning_rate, None, None
+    started = time.perf_counter()
+    if config.lr_candidates:
+        if selection is None:
+            raise ConfigError("a learning-rate probe needs validation data to score the candidates")
+        probe = _probe(config, model, dataset, work, device, steps_per_epoch, selection)
+        lr, selection.probe = probe.chosen, probe.to_record()
+        validation = sum(selection.validation_seconds) / max(1, len(selection.validation_seconds))
+        logger.info(estimate_line(probe, steps_per_epoch, validation, config.epochs))
+    probe_seconds = time.perf_counter() - started
     if selection is not None:
         from embedops.train.selection import KeepBestEpoch
 
-        keep_best = KeepBestEpoch(model, selection)
-    steps_per_epoch = -(-len(dataset) // config.batch_size)
+        base_score = probe.base_score if probe is not None else None
+        keep_best = KeepBestEpoch(model, selection, state_dir=work, base_score=base_score)
     trainer = SentenceTransformerTrainer(
         model=model,
-        args=_training_arguments(config, work, device, steps_per_epoch),
+        args=_training_arguments(config, work / "checkpoints", device, steps_per_epoch, lr),
         train_dataset=dataset,
         loss=_loss(config, model),
         callbacks=[keep_best] if keep_best is not None else None,
     )
-    started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=True if config.resume else None)
+    trainer.train(resume_from_checkpoint=True if resuming and _has_checkpoint(work) else None)
     seconds = time.perf_counter() - started
     if keep_best is not None:
         keep_best.restore_best()
     after = sanity_eval(model, holdout, config.batch_size) if holdout is not None else None
 
     manifest = _manifest(config, base, model, stats, data_sha256, trainer, seconds, len(dataset))
+    manifest.training.update(lr=lr, probe_seconds=round(probe_seconds, 1))
     if config.mine_negatives:
-        manifest.training.update(hard_negatives=True, mined_negatives=config.mine_negatives)
+        manifest.training.update(hard_negatives=True, mined_negatives=config.mine_negatives, mined=mined)
         manifest.training["mine_corpus"] = str(config.mine_corpus) if config.mine_corpus else None
     if selection is not None:
         manifest.training["selection"] = selection.to_record()
@@ -280,6 +375,8 @@ def finetune(config: FinetuneConfig, selection: EpochSelection | None = None) ->
         model.save(str(builder.path), create_model_card=False)
         write_training_log(builder.path, trainer.state.log_history)
         plot_loss(builder.path, trainer.state.log_history)
+        if selection is not None:
+            plot_validation(builder.path, manifest.training["selection"])
         write_model_card(builder.path, manifest, name=config.output.name)
         path = builder.publish(manifest)
     shutil.rmtree(work, ignore_errors=True)
@@ -337,6 +434,7 @@ def _manifest(
             "max_seq_length": model.max_seq_length,
             "steps": trainer.state.global_step,
             "seconds": round(seconds, 1),
-            "pairs_per_second": round(train_pairs * config.epochs / seconds, 1) if seconds else None,
+            "lr_schedule": config.lr_schedule,
+            "pairs_per_second": round(train_pairs * (trainer.state.epoch or 0) / seconds, 1) if seconds else None,
         },
     )

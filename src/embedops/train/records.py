@@ -15,28 +15,55 @@ def write_training_log(directory: Path, log_history: list[dict[str, Any]]) -> No
             handle.write(json.dumps(entry) + "\n")
 
 
-def plot_loss(directory: Path, log_history: list[dict[str, Any]]) -> Path | None:
-    """Write loss.png: training loss per logged step; nothing when the run logged no loss."""
-    points = [(entry["step"], entry["loss"]) for entry in log_history if "loss" in entry and "step" in entry]
-    if not points:
-        return None
+def _figure() -> tuple[Any, Any, Any]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps, losses = zip(*points, strict=True)
     figure, axis = plt.subplots(figsize=(6, 3.5), dpi=110)
+    return plt, figure, axis
+
+
+def _save(plt: Any, figure: Any, axis: Any, path: Path) -> Path:
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def plot_loss(directory: Path, log_history: list[dict[str, Any]]) -> Path | None:
+    """Write loss.png: training loss per logged step; nothing when the run logged no loss."""
+    points = [(entry["step"], entry["loss"]) for entry in log_history if "loss" in entry and "step" in entry]
+    if not points:
+        return None
+    plt, figure, axis = _figure()
+    steps, losses = zip(*points, strict=True)
     axis.plot(steps, losses, marker="o" if len(points) < 30 else None, linewidth=1.5)
     axis.set_xlabel("step")
     axis.set_ylabel("training loss")
     axis.set_title("Fine-tuning loss")
-    axis.grid(alpha=0.3)
-    figure.tight_layout()
-    path = directory / "loss.png"
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, axis, directory / "loss.png")
+
+
+def plot_validation(directory: Path, selection: dict[str, Any]) -> Path | None:
+    """Write validation.png: the validation metric per epoch (the base model as epoch 0), best marked."""
+    metric, curve = selection["metric"], selection["curve"]
+    if len(curve) < 2:
+        return None
+    plt, figure, axis = _figure()
+    epochs = [point["epoch"] for point in curve]
+    values = [point[metric] * 100 for point in curve]
+    axis.plot(epochs, values, marker="o", linewidth=1.5, label=f"validation {metric}")
+    best = next(point for point in curve if point["epoch"] == selection["best_epoch"])
+    axis.plot([best["epoch"]], [best[metric] * 100], marker="*", markersize=14, linestyle="", label="published")
+    axis.axhline(values[0], color="grey", linewidth=1, linestyle="--", label="base model")
+    axis.set_xlabel("epoch")
+    axis.set_ylabel(f"{metric} (x100)")
+    axis.set_title(f"Validation after each epoch (stopped by {selection.get('stopped_by', 'ceiling')})")
+    axis.legend(loc="best", fontsize=8)
+    return _save(plt, figure, axis, directory / "validation.png")
 
 
 def write_model_card(directory: Path, manifest: Manifest, *, name: str) -> None:

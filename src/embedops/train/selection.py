@@ -1,18 +1,30 @@
-"""Early stopping that keeps the best epoch: score the model on validation data before training and after
-every epoch, hold on to the weights of the best score, and stop once `patience` epochs in a row did not
-beat it.
+"""Training length decided by validation: score the model on validation data before training and after
+every epoch, keep the weights of the best score, halve the learning rate when an epoch brings no gain,
+and stop once `patience` epochs in a row did not beat the best, or when the time budget would be spent.
 
-Small domain sets overfit after a few passes and large ones may need only one, so a fixed epoch count is
-either too short or too long; scoring each epoch on data the model does not train on decides instead.
+Small domain sets need many passes and large ones may need only one, so a fixed epoch count is either too
+short or too long; scoring each epoch on data the model does not train on decides instead, and the epoch
+count becomes a generous ceiling. A schedule that decays to zero at that ceiling would freeze a run long
+before it converges, so the pipeline trains at a constant rate after warm-up and lets validation decay
+it: a stalled epoch halves the step, which is what lets a run that has overshot settle into its optimum.
 The score before training (epoch 0) is a candidate too: when no epoch beats the base model on validation
-data, the published weights are the base model's and the manifest says so, rather than shipping a model
-that measured worse.
+data, the published weights are the base model's and the manifest says so.
+
+The callback stands on transformers' TrainerCallback rather than its EarlyStoppingCallback, which needs
+the trainer's own evaluation loop and `load_best_model_at_end` (a checkpoint per evaluation on disk);
+this keeps the best weights in memory, scores with embedops' retrieval metrics, and survives --resume
+through a small state file in the run's work directory.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,29 +36,61 @@ from embedops.evaluate.scoring import score
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
+logger = logging.getLogger(__name__)
+
+# What ended training, as the manifest and the report name it.
+STOPPED_BY_PATIENCE, STOPPED_BY_CEILING, STOPPED_BY_BUDGET = "patience", "ceiling", "budget"
+_STATE_FILE, _BEST_WEIGHTS = "selection.json", "best.safetensors"
+
 
 @dataclass
 class EpochSelection:
-    """What to score after each epoch: `task` (validation data, never the test set) and its `metric`."""
+    """What to score after each epoch: `task` (validation data, never the test set) and its `metric`.
+
+    `decay` multiplies the learning rate after an epoch without a new best (None: the schedule alone
+    sets it); `deadline` is a wall-clock time (time.time()) by which training must have stopped.
+    """
 
     task: Task
     metric: str
     source: str  # where the validation data came from, for the manifest and the report
     patience: int = 2  # stop after this many epochs without a new best; 0 runs every epoch
     batch_size: int = 32
+    decay: float | None = None
+    deadline: float | None = None
     curve: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
-    stopped_early: bool = False
+    stopped_by: str = STOPPED_BY_CEILING
+    probe: dict[str, Any] | None = None  # the learning-rate probe's record (train.probe), when one ran
+    validation_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.stopped_by != STOPPED_BY_CEILING
+
+    def score(self, model: SentenceTransformer) -> float:
+        """The validation metric of `model` as it is now; the time it took is kept for the estimates."""
+        started = time.perf_counter()
+        scores = score(self.task, _ModelEncoder(model), metrics=[self.metric], batch_size=self.batch_size)
+        self.validation_seconds.append(time.perf_counter() - started)
+        return scores[self.metric]
 
     def to_record(self) -> dict[str, Any]:
-        return {
+        record: dict[str, Any] = {
             "metric": self.metric,
             "source": self.source,
+            "documents": len(self.task.documents) if hasattr(self.task, "documents") else None,
             "patience": self.patience,
+            "decay": self.decay,
             "curve": self.curve,
             "best_epoch": self.best_epoch,
+            "stopped_by": self.stopped_by,
             "stopped_early": self.stopped_early,
+            "validation_seconds": round(float(sum(self.validation_seconds)), 1),
         }
+        if self.probe is not None:
+            record["probe"] = self.probe
+        return record
 
 
 class _ModelEncoder:
@@ -61,42 +105,127 @@ class _ModelEncoder:
         return self.model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
 
 
+def snapshot(model: SentenceTransformer) -> dict[str, Any]:
+    """A CPU copy of every weight, to restore later with `model.load_state_dict`."""
+    return {name: value.detach().to("cpu", copy=True).contiguous() for name, value in model.state_dict().items()}
+
+
+def _epoch_number(epoch: float) -> float:
+    """Whole epochs as ints; a stretch cut short by the time budget keeps its fraction (1.4)."""
+    return round(epoch) if abs(epoch - round(epoch)) < 1e-6 else round(epoch, 2)
+
+
+def _write_json(path: Path, document: dict[str, Any]) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(document), encoding="utf-8")
+    os.replace(temporary, path)
+
+
 class KeepBestEpoch(TrainerCallback):
-    """Trainer callback: score at each epoch's end, snapshot the best weights, stop when patience runs out."""
+    """Trainer callback: score at each epoch's end, snapshot the best weights, decay the step when an epoch
+    stalls, stop when patience or the time budget runs out.
 
-    def __init__(self, model: SentenceTransformer, selection: EpochSelection) -> None:
-        self.model, self.selection = model, selection
-        self.best_score = self._score()
-        self.best_state = self._snapshot()  # the weights before training, until an epoch beats them
+    With `state_dir`, the curve and the best weights are written there after every epoch, so a run
+    continued with --resume compares against (and can publish) epochs trained before the interruption.
+    """
+
+    def __init__(
+        self,
+        model: SentenceTransformer,
+        selection: EpochSelection,
+        state_dir: Path | None = None,
+        base_score: float | None = None,
+    ) -> None:
+        self.model, self.selection, self.state_dir = model, selection, state_dir
+        self._epoch_started = time.time()
+        self._misses = 0
+        if state_dir is not None and (state_dir / _STATE_FILE).is_file():
+            self._load_state(state_dir)
+            return
+        self.best_score = selection.score(model) if base_score is None else base_score
+        self.best_state = snapshot(model)  # the weights before training, until an epoch beats them
         selection.curve.append({"epoch": 0, selection.metric: self.best_score})
-        print(f"validation {selection.metric} before training: {self.best_score:.4f}")
-        self._epochs_without_gain = 0
+        logger.info("validation %s before training: %.4f", selection.metric, self.best_score)
 
-    def _score(self) -> float:
+    def _load_state(self, state_dir: Path) -> None:
+        from safetensors.torch import load_file
+
+        saved = json.loads((state_dir / _STATE_FILE).read_text(encoding="utf-8"))
         selection = self.selection
-        scores = score(
-            selection.task, _ModelEncoder(self.model), metrics=[selection.metric], batch_size=selection.batch_size
-        )
-        return scores[selection.metric]
+        selection.curve, selection.best_epoch = saved["curve"], saved["best_epoch"]
+        self.best_score, self._misses = saved["best_score"], saved["misses"]
+        self.best_state = load_file(str(state_dir / _BEST_WEIGHTS))
+        epochs, best = len(selection.curve) - 1, saved["best_epoch"]
+        logger.info("resumed: validation curve of %d epoch(s), best epoch %s", epochs, best)
 
-    def _snapshot(self) -> dict[str, Any]:
-        return {name: value.detach().to("cpu", copy=True) for name, value in self.model.state_dict().items()}
+    def _save_state(self, improved: bool) -> None:
+        if self.state_dir is None:
+            return
+        if improved or not (self.state_dir / _BEST_WEIGHTS).is_file():
+            from safetensors.torch import save_file
+
+            temporary = self.state_dir / f".{_BEST_WEIGHTS}.tmp"
+            save_file(self.best_state, str(temporary))
+            os.replace(temporary, self.state_dir / _BEST_WEIGHTS)
+        selection = self.selection
+        state = {"curve": selection.curve, "best_epoch": selection.best_epoch, "best_score": self.best_score}
+        _write_json(self.state_dir / _STATE_FILE, state | {"misses": self._misses})
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # A resumed run restarts from its last checkpoint: forget epochs scored after it (they run again).
+        done = round(state.epoch or 0)
+        self.selection.curve = [point for point in self.selection.curve if point["epoch"] <= done]
+        self._epoch_started = time.time()
+        if not (self.state_dir is not None and (self.state_dir / _BEST_WEIGHTS).is_file()):
+            self._save_state(improved=True)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        deadline = self.selection.deadline
+        if deadline is not None and time.time() >= deadline:
+            logger.info("time budget spent during epoch %d: stopping", round(state.epoch or 0) + 1)
+            self.selection.stopped_by = STOPPED_BY_BUDGET
+            control.should_training_stop = True
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         selection = self.selection
-        epoch = round(state.epoch or len(selection.curve))
-        value = self._score()
-        selection.curve.append({"epoch": epoch, selection.metric: value})
+        epoch = _epoch_number(state.epoch or len(selection.curve))
+        value = selection.score(self.model)
+        optimizer = kwargs.get("optimizer")
+        point = {"epoch": epoch, selection.metric: value}
+        if optimizer is not None:
+            point["lr"] = float(optimizer.param_groups[0]["lr"])
+        selection.curve.append(point)
         improved = value > self.best_score
-        print(f"validation {selection.metric} after epoch {epoch}: {value:.4f}" + (" (best)" if improved else ""))
+        logger.info(
+            "validation %s after epoch %d: %.4f%s", selection.metric, epoch, value, " (best)" if improved else ""
+        )
         if improved:
-            self.best_score, self.best_state, selection.best_epoch = value, self._snapshot(), epoch
-            self._epochs_without_gain = 0
-            return
-        self._epochs_without_gain += 1
-        if selection.patience and self._epochs_without_gain >= selection.patience:
-            selection.stopped_early = state.epoch < args.num_train_epochs
+            self.best_score, self.best_state, selection.best_epoch = value, snapshot(self.model), epoch
+            self._misses = 0
+        else:
+            self._misses += 1
+            if selection.patience and self._misses >= selection.patience:
+                if selection.stopped_by == STOPPED_BY_CEILING:
+                    selection.stopped_by = STOPPED_BY_PATIENCE
+                control.should_training_stop = True
+            elif selection.decay is not None:
+                self._decay(kwargs.get("lr_scheduler"))
+        self._save_state(improved)
+        now = time.time()
+        epoch_seconds, self._epoch_started = now - self._epoch_started, now
+        deadline, last = selection.deadline, epoch >= args.num_train_epochs
+        if not (control.should_training_stop or last) and deadline is not None and now + epoch_seconds > deadline:
+            logger.info("time budget: another epoch (about %.0f s) would not fit; stopping", epoch_seconds)
+            selection.stopped_by = STOPPED_BY_BUDGET
             control.should_training_stop = True
+
+    def _decay(self, scheduler: Any) -> None:
+        """Scale the schedule's base rates (a LambdaLR keeps them in `base_lrs`, saved with checkpoints)."""
+        if scheduler is None or not hasattr(scheduler, "base_lrs"):
+            return
+        factor = self.selection.decay or 1.0
+        scheduler.base_lrs = [rate * factor for rate in scheduler.base_lrs]
+        logger.info("no gain this epoch: learning rate x%g -> %g", factor, scheduler.base_lrs[0])
 
     def restore_best(self) -> None:
         """Load the best epoch's weights (those from before training when no epoch beat them) into the model."""

@@ -1,0 +1,116 @@
+"""The learning-rate probe: train a short, equal stretch from the base weights at each candidate rate,
+score each on the validation data, and run the real training at the best one.
+
+Why a probe and not a table keyed on data size: the right step depends on how far the data is from
+what the base model already knows, which no count of pairs tells. On WikiQA (questions the base model
+has seen the like of) 5e-5 lowered dev nDCG@10 after one epoch while 2e-5 raised it; on a domain-shift
+set (claims -> paper abstracts) 5e-5 and 1e-4 gained many points more than 2e-5 over the same epochs
+(bench/RESULTS.md). Both show within the first few dozen steps, so the probe costs a fraction of an
+epoch per candidate. Every candidate starts from the same weights and sees the same batches, so the
+scores differ by the rate alone. Results are kept in the run's work directory after each candidate:
+a run interrupted mid-probe continues with the candidates it had not finished.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# Candidates for full fine-tuning; LoRA multiplies them by its own factor (train.config.DEFAULT_LR).
+FULL_CANDIDATES = (2e-5, 5e-5, 1e-4)
+# Probe length: a quarter of an epoch, at least this many steps, never more than one epoch.
+MIN_PROBE_STEPS = 20
+_RESULTS_FILE = "probe.json"
+
+
+def probe_steps(steps_per_epoch: int, given: int | None = None) -> int:
+    """How many optimizer steps each candidate trains for."""
+    if given is not None:
+        return max(1, min(given, steps_per_epoch))
+    return min(steps_per_epoch, max(MIN_PROBE_STEPS, steps_per_epoch // 4))
+
+
+@dataclass
+class ProbeOutcome:
+    chosen: float
+    base_score: float
+    candidates: list[dict[str, float]]
+    steps: int
+    seconds_per_step: float
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "chosen_lr": self.chosen,
+            "base_score": self.base_score,
+            "steps": self.steps,
+            "seconds_per_step": round(self.seconds_per_step, 3),
+            "candidates": self.candidates,
+        }
+
+
+def choose(candidates: Sequence[dict[str, float]]) -> float:
+    """The best-scoring rate; on a tie, the smaller (it disturbs the base model less)."""
+    return max(candidates, key=lambda item: (item["score"], -item["lr"]))["lr"]
+
+
+def probe_learning_rates(
+    rates: Sequence[float],
+    train_at: Callable[[float], float],
+    score: Callable[[], float],
+    reset: Callable[[], None],
+    steps: int,
+    *,
+    work: Path | None = None,
+    deadline: float | None = None,
+) -> ProbeOutcome:
+    """Score the base weights, then for each rate: `reset()` to them, `train_at(rate)` (returns its training
+    seconds) and `score()`. Ends with the base weights restored. `work` keeps finished candidates for --resume;
+    past `deadline` (time.time()) no further rate is tried, and the best of those tried wins."""
+    saved: dict[str, Any] = {}
+    path = work / _RESULTS_FILE if work is not None else None
+    if path is not None and path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    base_score = float(saved["base_score"]) if "base_score" in saved else score()
+    done = {float(item["lr"]): item for item in saved.get("candidates", [])}
+    results: list[dict[str, float]] = []
+    for rate in rates:
+        if results and deadline is not None and time.time() >= deadline:
+            logger.info("probe: time budget reached; %g and the rates after it are left untried", rate)
+            break
+        if rate in done:
+            logger.info("probe lr %g: %.4f (kept from the interrupted run)", rate, done[rate]["score"])
+            results.append(done[rate])
+            continue
+        reset()
+        seconds = train_at(rate)
+        value = score()
+        results.append({"lr": rate, "score": value, "seconds": round(seconds, 1)})
+        logger.info("probe lr %g: validation %.4f after %d steps (%.0f s)", rate, value, steps, seconds)
+        if path is not None:
+            temporary = path.with_name(f".{path.name}.tmp")
+            temporary.write_text(json.dumps({"base_score": base_score, "candidates": results}), encoding="utf-8")
+            os.replace(temporary, path)
+    reset()
+    trained = [item for item in results if item.get("seconds")]
+    per_step = sum(item["seconds"] for item in trained) / (steps * len(trained)) if trained else 0.0
+    chosen = choose(results)
+    logger.info("probe: learning rate %g chosen (base %.4f)", chosen, base_score)
+    return ProbeOutcome(chosen, base_score, results, steps, per_step)
+
+
+def estimate_line(outcome: ProbeOutcome, steps_per_epoch: int, validation_seconds: float, ceiling: int) -> str:
+    """What one epoch and the whole ceiling cost on this machine, from the probe's own timing."""
+    epoch = outcome.seconds_per_step * steps_per_epoch + validation_seconds
+    return (
+        f"estimate on this machine: {epoch:.0f} s per epoch ({steps_per_epoch} steps at "
+        f"{outcome.seconds_per_step:.2f} s + {validation_seconds:.0f} s validation); the ceiling of {ceiling} "
+        f"epochs would take {epoch * ceiling / 60:.0f} min, early stopping usually ends sooner"
+    )
