@@ -106,6 +106,9 @@ def test_probe_picks_the_best_rate_on_a_planted_curve_and_continues_after_a_stop
     flat = {2e-5: 0.70, 5e-5: 0.70, 1e-4: 0.65}  # WikiQA-like: nothing beats the smallest step
     tie = probe_learning_rates(list(flat), lambda rate: current.append(flat[rate]) or 1.0, score, lambda: None, 5)
     assert tie.chosen == 2e-5  # a tie goes to the rate that disturbs the base model less
+    close = {2e-5: 0.5399, 5e-5: 0.5570, 1e-4: 0.5585}  # climate-fever dev after 20 steps
+    near = probe_learning_rates(list(close), lambda rate: current.append(close[rate]) or 1.0, score, lambda: None, 5)
+    assert near.chosen == 5e-5  # 1e-4 leads by less than the margin: the smaller step wins
 
     late = probe_learning_rates(rates, train_at, score, lambda: None, 5, deadline=time.time() - 1)
     assert [item["lr"] for item in late.candidates] == [2e-5] and late.chosen == 2e-5  # the budget is spent
@@ -131,6 +134,26 @@ def test_stopping_rule_halves_the_step_then_stops_and_keeps_the_best(tiny_model_
     # stalled, so epoch 5 ran at a quarter, and its stall was the second in a row.
     rates = [point["lr"] for point in selection.curve[1:]]
     assert rates == pytest.approx([1e-4, 1e-4, 5e-5, 5e-5, 2.5e-5])
+
+
+def test_a_stalled_epoch_goes_back_to_the_best_weights(tiny_model_dir: Path) -> None:
+    model = load(tiny_model_dir, device="cpu")
+    selection = PlantedSelection([0.30, 0.40, 0.35], patience=3, decay=0.5)
+    callback = KeepBestEpoch(model, selection)
+    args = TrainingArguments(output_dir="unused", num_train_epochs=5, report_to="none")
+    state, control, scheduler = TrainerState(), TrainerControl(), schedule(model)
+    callback.on_train_begin(args, state, control)
+    weights = next(iter(model.parameters()))
+    kept = []
+    for epoch in (1, 2):
+        with torch.no_grad():
+            weights.add_(0.01)  # what an epoch of training would do
+        kept.append(weights.detach().clone())
+        state.epoch = float(epoch)
+        callback.on_epoch_end(args, state, control, optimizer=scheduler.optimizer, lr_scheduler=scheduler)
+    assert selection.best_epoch == 1 and not control.should_training_stop
+    torch.testing.assert_close(weights.detach(), kept[0])  # epoch 2 stalled: back to epoch 1's weights
+    assert scheduler.base_lrs == pytest.approx([5e-5])
 
 
 def test_a_curve_that_keeps_rising_runs_to_the_ceiling(tiny_model_dir: Path) -> None:

@@ -2,7 +2,8 @@
 validation, the rest follows the size of the set.
 
 - Length: a generous ceiling of epochs; the model is scored on validation data after every epoch, the
-  best epoch is kept, a stalled epoch halves the step, and `patience` stalled epochs in a row end the run
+  best epoch is kept, a stalled epoch goes back to it at half the step, and `patience` stalled epochs in
+  a row end the run
   (train.selection). A domain-shift set (claims -> abstracts, about 700 pairs) kept gaining up to 20
   epochs, while WikiQA peaked after two: no fixed count serves both.
 - Step: a short probe of a few rates on the validation data before the real run (train.probe), where a
@@ -66,8 +67,8 @@ def choose_recipe(
     if patience is None:
         patience = DEFAULT_PATIENCE
         why.append(
-            f"training length by validation: the best epoch is kept, an epoch without a new best halves the "
-            f"learning rate, and {patience} in a row stop the run"
+            f"training length by validation: the best epoch is kept, an epoch without a new best goes back to "
+            f"it at half the learning rate, and {patience} in a row stop the run"
         )
     elif patience == 0:
         why.append("early stopping off (--patience 0): every epoch runs and the last one is kept")

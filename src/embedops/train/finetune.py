@@ -362,8 +362,9 @@ def finetune(config: FinetuneConfig, selection: EpochSelection | None = None) ->
         keep_best.restore_best()
     after = sanity_eval(model, holdout, config.batch_size) if holdout is not None else None
 
-    manifest = _manifest(config, base, model, stats, data_sha256, trainer, seconds, len(dataset))
-    manifest.training.update(lr=lr, probe_seconds=round(probe_seconds, 1))
+    # pairs/s counts the training itself; `seconds` is the whole stage, the probe included.
+    manifest = _manifest(config, base, model, stats, data_sha256, trainer, seconds - probe_seconds, len(dataset))
+    manifest.training.update(lr=lr, seconds=round(seconds, 1), probe_seconds=round(probe_seconds, 1))
     if config.mine_negatives:
         manifest.training.update(hard_negatives=True, mined_negatives=config.mine_negatives, mined=mined)
         manifest.training["mine_corpus"] = str(config.mine_corpus) if config.mine_corpus else None

@@ -1,12 +1,13 @@
 """Training length decided by validation: score the model on validation data before training and after
-every epoch, keep the weights of the best score, halve the learning rate when an epoch brings no gain,
-and stop once `patience` epochs in a row did not beat the best, or when the time budget would be spent.
+every epoch, keep the weights of the best score, go back to them at half the learning rate when an epoch
+brings no gain, and stop once `patience` epochs in a row did not beat the best, or when the time budget would be spent.
 
 Small domain sets need many passes and large ones may need only one, so a fixed epoch count is either too
 short or too long; scoring each epoch on data the model does not train on decides instead, and the epoch
 count becomes a generous ceiling. A schedule that decays to zero at that ceiling would freeze a run long
 before it converges, so the pipeline trains at a constant rate after warm-up and lets validation decay
-it: a stalled epoch halves the step, which is what lets a run that has overshot settle into its optimum.
+it: a stalled epoch sends training back to the best weights at half the step, which lets a run that has
+overshot settle into its optimum instead of carrying on from where it overshot.
 The score before training (epoch 0) is a candidate too: when no epoch beats the base model on validation
 data, the published weights are the base model's and the manifest says so.
 
@@ -122,8 +123,8 @@ def _write_json(path: Path, document: dict[str, Any]) -> None:
 
 
 class KeepBestEpoch(TrainerCallback):
-    """Trainer callback: score at each epoch's end, snapshot the best weights, decay the step when an epoch
-    stalls, stop when patience or the time budget runs out.
+    """Trainer callback: score at each epoch's end, snapshot the best weights, return to them at a smaller
+    step when an epoch stalls, stop when patience or the time budget runs out.
 
     With `state_dir`, the curve and the best weights are written there after every epoch, so a run
     continued with --resume compares against (and can publish) epochs trained before the interruption.
@@ -209,7 +210,7 @@ class KeepBestEpoch(TrainerCallback):
                     selection.stopped_by = STOPPED_BY_PATIENCE
                 control.should_training_stop = True
             elif selection.decay is not None:
-                self._decay(kwargs.get("lr_scheduler"))
+                self._roll_back_and_decay(kwargs.get("lr_scheduler"))
         self._save_state(improved)
         now = time.time()
         epoch_seconds, self._epoch_started = now - self._epoch_started, now
@@ -219,13 +220,22 @@ class KeepBestEpoch(TrainerCallback):
             selection.stopped_by = STOPPED_BY_BUDGET
             control.should_training_stop = True
 
-    def _decay(self, scheduler: Any) -> None:
-        """Scale the schedule's base rates (a LambdaLR keeps them in `base_lrs`, saved with checkpoints)."""
+    def _roll_back_and_decay(self, scheduler: Any) -> None:
+        """Continue from the best weights at a smaller step. Without the roll-back an epoch that overshot
+        is where the slower epochs start: on climate-fever, full fine-tuning at 1e-4 went from 58.6 dev
+        nDCG@10 after epoch 1 to 49.0 after epoch 2. A LambdaLR keeps its rates in `base_lrs`, which
+        checkpoints save, so a resumed run keeps the decayed step."""
+        self.model.load_state_dict(self.best_state)
         if scheduler is None or not hasattr(scheduler, "base_lrs"):
             return
         factor = self.selection.decay or 1.0
         scheduler.base_lrs = [rate * factor for rate in scheduler.base_lrs]
-        logger.info("no gain this epoch: learning rate x%g -> %g", factor, scheduler.base_lrs[0])
+        logger.info(
+            "no gain this epoch: back to epoch %s's weights, learning rate x%g -> %g",
+            self.selection.best_epoch,
+            factor,
+            scheduler.base_lrs[0],
+        )
 
     def restore_best(self) -> None:
         """Load the best epoch's weights (those from before training when no epoch beat them) into the model."""
