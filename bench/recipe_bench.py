@@ -28,14 +28,11 @@ import platform
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-import numpy as np
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "recipe_results.jsonl"
@@ -63,20 +60,11 @@ def machine() -> dict[str, str]:
     }
 
 
-class _Encoder:
-    name = "model"
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-    def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
-        return self.model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
-
-
 def score_model(model: Any, task: Any, metric: str) -> float:
     from embedops.evaluate.scoring import score
+    from embedops.train.selection import ModelEncoder
 
-    return round(score(task, _Encoder(model), metrics=[metric], batch_size=32)[metric] * 100, 2)
+    return round(score(task, ModelEncoder(model), metrics=[metric], batch_size=32)[metric] * 100, 2)
 
 
 def sts_spearman(model: Any) -> float:

@@ -72,7 +72,7 @@ class EpochSelection:
     def score(self, model: SentenceTransformer) -> float:
         """The validation metric of `model` as it is now; the time it took is kept for the estimates."""
         started = time.perf_counter()
-        scores = score(self.task, _ModelEncoder(model), metrics=[self.metric], batch_size=self.batch_size)
+        scores = score(self.task, ModelEncoder(model), metrics=[self.metric], batch_size=self.batch_size)
         self.validation_seconds.append(time.perf_counter() - started)
         return scores[self.metric]
 
@@ -94,7 +94,7 @@ class EpochSelection:
         return record
 
 
-class _ModelEncoder:
+class ModelEncoder:
     """The model being trained, seen through the evaluator's Encoder interface."""
 
     name = "model in training"
@@ -198,7 +198,7 @@ class KeepBestEpoch(TrainerCallback):
         selection.curve.append(point)
         improved = value > self.best_score
         logger.info(
-            "validation %s after epoch %d: %.4f%s", selection.metric, epoch, value, " (best)" if improved else ""
+            "validation %s after epoch %s: %.4f%s", selection.metric, epoch, value, " (best)" if improved else ""
         )
         if improved:
             self.best_score, self.best_state, selection.best_epoch = value, snapshot(self.model), epoch
