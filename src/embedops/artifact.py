@@ -89,12 +89,17 @@ def read_manifest(directory: str | Path) -> Manifest | None:
     return Manifest.from_dict(data, source=str(path))
 
 
+def write_text_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` through a temp file beside it and a rename: readers see the old file or
+    the new one, never half of one, and a crash leaves the old file in place."""
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staging.write_text(text, encoding="utf-8")
+    os.replace(staging, path)
+
+
 def write_manifest(directory: str | Path, manifest: Manifest) -> None:
-    """Replace the manifest atomically (temp file + rename), e.g. to record evaluation results."""
-    path = Path(directory) / MANIFEST_NAME
-    tmp = path.with_name(f".{MANIFEST_NAME}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(manifest.to_dict(), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """Replace the manifest atomically, e.g. to record evaluation results."""
+    write_text_atomically(Path(directory) / MANIFEST_NAME, json.dumps(manifest.to_dict(), indent=2) + "\n")
 
 
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:

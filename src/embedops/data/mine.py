@@ -215,12 +215,13 @@ def mine(config: MineConfig) -> MineResult:
         writer = PairWriter(files.open(config.output), config.output)
         per_pair: Counter[int] = Counter()
         negative_scores = []
-        filled = 0
+        filled = triplets = 0
         for anchor, positive in pairs:
             row = anchor_id[anchor]
             picked = chosen[row]
             per_pair[mined_count[row]] += 1
             filled += len(picked) > mined_count[row]
+            triplets += len(picked)
             for index, _ in picked:
                 writer.write(anchor, positive, corpus[index])
             negative_scores += [score for _, score in picked[: mined_count[row]]]
@@ -230,7 +231,7 @@ def mine(config: MineConfig) -> MineResult:
         pairs=len(pairs),
         anchors=len(anchors),
         corpus=len(corpus),
-        triplets=sum(len(chosen[anchor_id[anchor]]) for anchor, _ in pairs),
+        triplets=triplets,
         negatives_per_pair=dict(sorted(per_pair.items())),
         skipped_by_margin=skipped,
         filled=filled,

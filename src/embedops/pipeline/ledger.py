@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from embedops import __version__
-from embedops.artifact import hash_files, read_manifest, sha256_file, utc_now
+from embedops.artifact import hash_files, read_manifest, sha256_file, utc_now, write_text_atomically
 from embedops.errors import ArtifactError
 from embedops.models import ModelRef
 
@@ -99,9 +98,7 @@ class Ledger:
 
     def save(self) -> None:
         self.document["updated"] = utc_now()
-        staging = self.path.with_name(f".{LEDGER_NAME}.{os.getpid()}.tmp")
-        staging.write_text(json.dumps(self.document, indent=2) + "\n", encoding="utf-8")
-        os.replace(staging, self.path)
+        write_text_atomically(self.path, json.dumps(self.document, indent=2) + "\n")
 
     def run_stage(
         self,

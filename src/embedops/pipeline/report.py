@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from embedops.artifact import write_text_atomically
 from embedops.errors import EmbedopsError
 from embedops.models import resolve
 from embedops.pipeline.stages import directory_size
@@ -392,16 +392,10 @@ def to_html(blocks: list[Block], directory: Path, title: str) -> str:
     )
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    staging.write_text(text, encoding="utf-8")
-    os.replace(staging, path)
-
-
 def write_reports(directory: Path, document: dict[str, Any]) -> Path:
     """Write report.md and report.html into `directory`; returns the HTML path."""
     blocks = build(directory, document)
-    _write_atomically(directory / "report.md", to_markdown(blocks))
+    write_text_atomically(directory / "report.md", to_markdown(blocks))
     target = directory / "report.html"
-    _write_atomically(target, to_html(blocks, directory, f"embedops pipeline: {directory.name}"))
+    write_text_atomically(target, to_html(blocks, directory, f"embedops pipeline: {directory.name}"))
     return target

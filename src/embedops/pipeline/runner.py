@@ -185,7 +185,8 @@ def _stages(config: PipelineConfig, ledger: Ledger, started: float) -> None:
         inputs = {"model": identity, "eval_data": eval_hash, "split": config.eval_split}
         return ledger.run_stage(stage, inputs, lambda: eval_stage(config, reference, eval_data)).result["metrics"]
 
-    general, general_hash = general_data(), data_hash(general_data())
+    general = general_data()
+    general_hash = data_hash(general)
 
     def general_score(stage: str, reference: str, identity: str) -> float:
         inputs = {"model": identity, "data": general_hash}

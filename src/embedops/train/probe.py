@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from embedops.artifact import write_text_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -101,9 +102,7 @@ def probe_learning_rates(
         results.append({"lr": rate, "score": value, "seconds": round(seconds, 1)})
         logger.info("probe lr %g: validation %.4f after %d steps (%.0f s)", rate, value, steps, seconds)
         if path is not None:
-            temporary = path.with_name(f".{path.name}.tmp")
-            temporary.write_text(json.dumps({"base_score": base_score, "candidates": results}), encoding="utf-8")
-            os.replace(temporary, path)
+            write_text_atomically(path, json.dumps({"base_score": base_score, "candidates": results}))
     reset()
     trained = [item for item in results if item.get("seconds")]
     per_step = sum(item["seconds"] for item in trained) / (steps * len(trained)) if trained else 0.0

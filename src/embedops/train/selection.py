@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from transformers import TrainerCallback
 
+from embedops.artifact import write_text_atomically
 from embedops.evaluate.datasets import Task
 from embedops.evaluate.scoring import score
 
@@ -116,12 +117,6 @@ def _epoch_number(epoch: float) -> float:
     return round(epoch) if abs(epoch - round(epoch)) < 1e-6 else round(epoch, 2)
 
 
-def _write_json(path: Path, document: dict[str, Any]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(document), encoding="utf-8")
-    os.replace(temporary, path)
-
-
 class KeepBestEpoch(TrainerCallback):
     """Trainer callback: score at each epoch's end, snapshot the best weights, return to them at a smaller
     step when an epoch stalls, stop when patience or the time budget runs out.
@@ -170,7 +165,7 @@ class KeepBestEpoch(TrainerCallback):
             os.replace(temporary, self.state_dir / _BEST_WEIGHTS)
         selection = self.selection
         state = {"curve": selection.curve, "best_epoch": selection.best_epoch, "best_score": self.best_score}
-        _write_json(self.state_dir / _STATE_FILE, state | {"misses": self._misses})
+        write_text_atomically(self.state_dir / _STATE_FILE, json.dumps(state | {"misses": self._misses}))
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         # A resumed run restarts from its last checkpoint: forget epochs scored after it (they run again).
