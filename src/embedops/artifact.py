@@ -2,7 +2,11 @@
 
 Every stage writes its artifact into a staging directory beside the target and renames it into place
 at the end (`ArtifactBuilder`), so a crash or a kill never leaves a half-written model at the target.
-Loading verifies the recorded sha256 of every file, so a corrupted or edited model refuses to load.
+
+Loading verifies the whole artifact (`artifact_problems`): the manifest's own digest, so no field can
+be edited by hand; every listed file against its sha256; and that nothing outside the list is there
+(an unlisted weight or code file is refused, as is a name that leaves the directory). embedops itself
+rewrites the manifest only through `write_manifest`, which renews the digest.
 """
 
 from __future__ import annotations
@@ -11,12 +15,15 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import types
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from embedops import __version__
@@ -25,8 +32,8 @@ from embedops.errors import ArtifactError, OutputExistsError
 MANIFEST_NAME = "embedops.json"
 MANIFEST_FORMAT = 1
 KINDS = ("base", "finetuned", "merged", "quantized")
-# Files that change after publication (the manifest itself, eval records) are not hashed.
-_UNHASHED = {MANIFEST_NAME}
+BACKENDS = ("torch", "onnx")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass
@@ -53,10 +60,18 @@ class Manifest:
     created: str | None = None
     embedops: str = __version__
     format: int = MANIFEST_FORMAT
+    # sha256 of every other field (see `content_digest`): set by `write_manifest`, checked on read.
+    digest: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
         return {"format": data.pop("format"), **data}
+
+    def content_digest(self) -> str:
+        """The digest of everything but the digest itself, over a canonical JSON form."""
+        content = {k: v for k, v in self.to_dict().items() if k != "digest"}
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = MANIFEST_NAME) -> Manifest:
@@ -71,14 +86,49 @@ class Manifest:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ArtifactError(f"{source}: unknown manifest keys {unknown}")
+        for name, value in data.items():
+            _check_type(source, name, value, _FIELD_TYPES[name])
         manifest = cls(**data)
         if manifest.kind not in KINDS:
             raise ArtifactError(f"{source}: kind {manifest.kind!r} is not one of {', '.join(KINDS)}")
+        if manifest.backend not in BACKENDS:
+            raise ArtifactError(f"{source}: backend {manifest.backend!r} is not one of {', '.join(BACKENDS)}")
+        for name in ("dim", "max_seq_length"):
+            value = getattr(manifest, name)
+            if value is not None and value <= 0:
+                raise ArtifactError(f"{source}: {name} must be a positive integer, not {value}")
+        bad_hash = next((k for k, v in manifest.files_sha256.items() if not _SHA256.match(v)), None)
+        if bad_hash is not None:
+            raise ArtifactError(f"{source}: files_sha256[{bad_hash!r}] is not a sha256 hex digest")
         return manifest
 
 
-def read_manifest(directory: str | Path) -> Manifest | None:
-    """The manifest of `directory`, or None for a plain SentenceTransformer directory."""
+_FIELD_TYPES = typing.get_type_hints(Manifest)
+
+
+def _check_type(source: str, name: str, value: Any, hint: Any) -> None:
+    """Refuse a manifest value of the wrong JSON type (a list for a dict, "384" or 384.0 for an int)."""
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for option in allowed:
+        origin = typing.get_origin(option) or option
+        if option is type(None) and value is None:
+            return
+        if origin is Any or (isinstance(value, origin) and not (origin is int and isinstance(value, bool))):
+            if origin is dict and typing.get_args(option)[1] is str:
+                wrong = next((k for k, v in value.items() if not isinstance(v, str)), None)
+                if wrong is not None:
+                    raise ArtifactError(f"{source}: {name}[{wrong!r}] must be a string")
+            return
+    expected = " or ".join("null" if a is type(None) else (typing.get_origin(a) or a).__name__ for a in allowed)
+    raise ArtifactError(f"{source}: {name} must be {expected}, not {type(value).__name__} {value!r:.60}")
+
+
+def read_manifest(directory: str | Path, *, check_digest: bool = True) -> Manifest | None:
+    """The manifest of `directory`, or None for a plain SentenceTransformer directory.
+
+    A manifest whose digest does not match its content was edited outside embedops and is refused;
+    `check_digest=False` reads it anyway, for `embedops info --verify` to say what differs.
+    """
     path = Path(directory) / MANIFEST_NAME
     if not path.is_file():
         return None
@@ -86,7 +136,21 @@ def read_manifest(directory: str | Path) -> Manifest | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{path}: not valid JSON ({exc})") from exc
-    return Manifest.from_dict(data, source=str(path))
+    manifest = Manifest.from_dict(data, source=str(path))
+    if check_digest and (problem := digest_problem(manifest)):
+        raise ArtifactError(f"{path}: {problem}")
+    return manifest
+
+
+def digest_problem(manifest: Manifest) -> str | None:
+    if manifest.digest is None:
+        return "the manifest has no digest, so its content cannot be trusted; rebuild the artifact"
+    if manifest.digest != manifest.content_digest():
+        return (
+            "the manifest was edited after publication (its digest does not match its content); "
+            "restore the original embedops.json or rebuild the artifact"
+        )
+    return None
 
 
 def write_text_atomically(path: Path, text: str) -> None:
@@ -98,7 +162,8 @@ def write_text_atomically(path: Path, text: str) -> None:
 
 
 def write_manifest(directory: str | Path, manifest: Manifest) -> None:
-    """Replace the manifest atomically, e.g. to record evaluation results."""
+    """Replace the manifest atomically with a renewed digest, e.g. to record evaluation results."""
+    manifest.digest = manifest.content_digest()
     write_text_atomically(Path(directory) / MANIFEST_NAME, json.dumps(manifest.to_dict(), indent=2) + "\n")
 
 
@@ -110,9 +175,15 @@ def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def _is_manifest_file(name: str) -> bool:
+    """The manifest, or a temp file of its atomic rewrite that a kill left behind."""
+    return name == MANIFEST_NAME or (name.startswith(f".{MANIFEST_NAME}.") and name.endswith(".tmp"))
+
+
 def _artifact_files(directory: Path) -> Iterator[Path]:
+    """Every file below `directory` but the manifest; links are listed too, so they can be refused."""
     for path in sorted(directory.rglob("*")):
-        if path.is_file() and path.name not in _UNHASHED:
+        if (path.is_file() or path.is_symlink()) and not (path.parent == directory and _is_manifest_file(path.name)):
             yield path
 
 
@@ -121,20 +192,53 @@ def hash_files(directory: str | Path) -> dict[str, str]:
     return {p.relative_to(root).as_posix(): sha256_file(p) for p in _artifact_files(root)}
 
 
-def verify_files(directory: str | Path, manifest: Manifest) -> None:
-    """Refuse an artifact whose files differ from what its manifest recorded at publication."""
+def _unsafe_name(name: str) -> str | None:
+    """Why a listed name cannot be a file inside the artifact, or None when it can."""
+    parts = PurePosixPath(name).parts
+    if not name or "\\" in name or PurePosixPath(name).is_absolute():
+        return "is not a relative path"
+    if any(part in ("..", ".") for part in parts) or PurePosixPath(*parts).as_posix() != name:
+        return "is not a plain path inside the artifact"
+    return None
+
+
+def artifact_problems(directory: str | Path, manifest: Manifest) -> list[str]:
+    """Everything that differs between the artifact's files and its manifest; empty when it is intact.
+
+    Covers the manifest's digest, each listed file (name, presence, sha256), the file the backend loads,
+    links, and files present but not listed, which a load could read without any check.
+    """
     root = Path(directory)
+    problems = [problem] if (problem := digest_problem(manifest)) else []
     for name, expected in manifest.files_sha256.items():
         path = root / name
-        if not path.is_file():
-            raise ArtifactError(f"{root}: file {name} listed in {MANIFEST_NAME} is missing")
-        actual = sha256_file(path)
-        if actual != expected:
-            raise ArtifactError(
-                f"{root}: {name} does not match its recorded sha256 "
-                f"(expected {expected[:12]}…, found {actual[:12]}…); the artifact was modified or "
-                "corrupted: rebuild it or restore the file"
+        if reason := _unsafe_name(name):
+            problems.append(f"{name!r} listed in {MANIFEST_NAME} {reason}")
+        elif path.is_symlink():
+            problems.append(f"{name} is a symbolic link; an artifact holds its files themselves")
+        elif not path.is_file():
+            problems.append(f"{name} listed in {MANIFEST_NAME} is missing")
+        elif (actual := sha256_file(path)) != expected:
+            problems.append(
+                f"{name} does not match its recorded sha256 (expected {expected[:12]}…, found {actual[:12]}…)"
             )
+    if manifest.file is not None and manifest.file not in manifest.files_sha256:
+        problems.append(f"the model file {manifest.file!r} is not one of the files listed in {MANIFEST_NAME}")
+    for path in _artifact_files(root):
+        name = path.relative_to(root).as_posix()
+        if name not in manifest.files_sha256:
+            problems.append(f"{name} is not listed in {MANIFEST_NAME}; an unlisted file is never loaded")
+    return problems
+
+
+def verify_artifact(directory: str | Path, manifest: Manifest) -> None:
+    """Refuse an artifact that differs in any way from what its manifest recorded at publication."""
+    problems = artifact_problems(directory, manifest)
+    if problems:
+        more = f" (and {len(problems) - 1} more: embedops info --verify lists them)" if len(problems) > 1 else ""
+        raise ArtifactError(
+            f"{directory}: {problems[0]}{more}; the artifact was modified or corrupted: rebuild it or restore it"
+        )
 
 
 def utc_now() -> str:
@@ -177,6 +281,9 @@ class ArtifactBuilder:
     def publish(self, manifest: Manifest) -> Path:
         """Hash the staged files, write the manifest, and rename the directory into place."""
         _apply_umask(self.path)
+        links = [p.name for p in _artifact_files(self.path) if p.is_symlink()]
+        if links:
+            raise ArtifactError(f"cannot publish {self.target}: staged files {links} are links, not files")
         manifest.files_sha256 = hash_files(self.path)
         manifest.created = manifest.created or utc_now()
         write_manifest(self.path, manifest)

@@ -3,10 +3,16 @@ and load it for its backend.
 
 Every stage takes the same kind of reference, so `--base-model`, `--model-path`, `--model` and
 `embedops eval --model` all accept the same things and fail with the same clear messages.
+
+No code that comes with a model runs unless the user asked for it: sentence-transformers imports any
+module type a local `modules.json` names (a `pwn.py` beside it included), and transformers runs the
+classes a config's `auto_map` names. `resolve` refuses both before anything loads, unless
+`--trust-remote-code` (or EMBEDOPS_TRUST_REMOTE_CODE=1, how the flag reaches worker processes) is set.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -15,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from embedops.artifact import Manifest, read_manifest, sha256_file, verify_files
+from embedops.artifact import Manifest, read_manifest, sha256_file, verify_artifact
 from embedops.errors import ArtifactError, ModelNotFoundError
 
 if TYPE_CHECKING:
@@ -28,6 +34,9 @@ _BUNDLED_SHA256 = {"model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca689
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 # Alternative weight formats in hub repos that a SentenceTransformer never needs.
 _HUB_IGNORE = ["onnx/*", "openvino/*", "*.h5", "*.msgpack", "*.ot", "*.tflite", "*.onnx", "coreml/*"]
+TRUST_REMOTE_CODE_ENV = "EMBEDOPS_TRUST_REMOTE_CODE"
+# Module types that are sentence-transformers' own classes: importing them runs no model-supplied code.
+_OWN_MODULES = "sentence_transformers."
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,7 @@ class ModelRef:
     path: Path
     source: str  # "artifact" | "directory" | "bundled" | "hub"
     manifest: Manifest
+    trust_remote_code: bool = False
 
     @property
     def name(self) -> str:
@@ -45,25 +55,64 @@ class ModelRef:
         return self.reference if self.source in ("bundled", "hub") else str(self.path)
 
 
-def resolve(reference: str | Path) -> ModelRef:
-    """Find the files of `reference` without loading any weights; raise ModelNotFoundError if none."""
+def trust_remote_code_from_env() -> bool:
+    return os.environ.get(TRUST_REMOTE_CODE_ENV, "").lower() in ("1", "true", "yes", "on")
+
+
+def resolve(reference: str | Path, *, trust_remote_code: bool | None = None) -> ModelRef:
+    """Find and verify the files of `reference` without loading any weights or code.
+
+    Raises ModelNotFoundError if there are none, ArtifactError if an artifact differs from its manifest
+    or the model would run its own code and `trust_remote_code` (default: the environment) is not set.
+    """
+    trust = trust_remote_code_from_env() if trust_remote_code is None else trust_remote_code
     text = str(reference)
     path = Path(text).expanduser()
     if path.is_dir():
-        return _resolve_directory(text, path)
-    if path.exists():
+        ref = _resolve_directory(text, path)
+    elif path.exists():
         raise ModelNotFoundError(f"model {text!r} is a file; expected a model directory or a hub id")
-    if text in _BUNDLED_NAMES:
-        return _resolve_bundled()
-    if text.startswith((".", "/", "~")) or not _HUB_ID.match(text):
+    elif text in _BUNDLED_NAMES:
+        ref = _resolve_bundled()
+    elif text.startswith((".", "/", "~")) or not _HUB_ID.match(text):
         raise ModelNotFoundError(f"model directory {text!r} does not exist")
-    return _resolve_hub(text)
+    else:
+        ref = _resolve_hub(text)
+    if not trust:
+        refuse_remote_code(ref.path)
+    return dataclasses.replace(ref, trust_remote_code=trust)
+
+
+def remote_code(path: Path) -> str | None:
+    """What in a model directory would import code shipped with it, or None when nothing would."""
+    modules = read_json(path / "modules.json") or []
+    if not isinstance(modules, list) or not all(isinstance(entry, dict) for entry in modules):
+        raise ArtifactError(f"{path / 'modules.json'}: expected a list of module entries")
+    for entry in modules:
+        module_type = str(entry.get("type", ""))
+        if not module_type.startswith(_OWN_MODULES):
+            return f"{path / 'modules.json'} names the module type {module_type!r}, not one of sentence-transformers'"
+    for name in ("config.json", "tokenizer_config.json"):
+        config = read_json(path / name)
+        if isinstance(config, dict) and config.get("auto_map"):
+            return f"{path / name} maps the model to its own classes (auto_map {sorted(config['auto_map'])})"
+    return None
+
+
+def refuse_remote_code(path: Path) -> None:
+    """Refuse a model that would run its own Python code, naming what would run and how to allow it."""
+    found = remote_code(path)
+    if found:
+        raise ArtifactError(
+            f"{found}; loading it would run code that comes with the model. "
+            "Pass --trust-remote-code if you trust its source"
+        )
 
 
 def _resolve_directory(reference: str, path: Path) -> ModelRef:
     manifest = read_manifest(path)
     if manifest is not None:
-        verify_files(path, manifest)
+        verify_artifact(path, manifest)
         return ModelRef(reference, path.resolve(), "artifact", manifest)
     if not any((path / name).is_file() for name in ("modules.json", "config.json", "adapter_config.json")):
         raise ModelNotFoundError(
@@ -160,6 +209,10 @@ def infer_manifest(path: Path, *, base_model: str) -> Manifest:
     config = read_json(path / "config.json")
     adapter_config = read_json(path / "adapter_config.json")
     dim = pooling_config.get("word_embedding_dimension") or config.get("hidden_size")
+    # A Dense projection after pooling sets the width; the last one wins. The engine measures it anyway.
+    for entry in modules:
+        if entry.get("type", "").endswith(".Dense") and entry.get("path"):
+            dim = read_json(path / entry["path"] / "config.json").get("out_features", dim)
     max_len = read_json(path / "sentence_bert_config.json").get("max_seq_length")
     license_id = model_card_license(path)
     return Manifest(
@@ -187,12 +240,15 @@ def load(model: ModelRef | str | Path, *, device: str | None = None) -> Sentence
         return _load_adapter(ref, device=device)
     if manifest.backend == "onnx":
         return _load_onnx(ref, device=device)
+    trust = ref.trust_remote_code
     if manifest.dtype in ("fp16", "bf16"):
         import torch
 
         dtype = torch.float16 if manifest.dtype == "fp16" else torch.bfloat16
-        return SentenceTransformer(str(ref.path), device=device, model_kwargs={"torch_dtype": dtype})
-    return SentenceTransformer(str(ref.path), device=device)
+        return SentenceTransformer(
+            str(ref.path), device=device, trust_remote_code=trust, model_kwargs={"torch_dtype": dtype}
+        )
+    return SentenceTransformer(str(ref.path), device=device, trust_remote_code=trust)
 
 
 def load_merged(model: ModelRef | str | Path, *, device: str | None = None) -> SentenceTransformer:
@@ -219,7 +275,7 @@ def _adapter_base(ref: ModelRef) -> ModelRef:
     base_reference = (ref.manifest.adapter or {}).get("base") or ref.manifest.base_model
     if not base_reference:
         raise ArtifactError(f"{ref.path}: adapter artifact does not name its base model")
-    return resolve(base_reference)
+    return resolve(base_reference, trust_remote_code=ref.trust_remote_code)
 
 
 def cpu_session(path: Path) -> Any:
@@ -264,8 +320,11 @@ def _sentence_transformers_module(entry: dict[str, Any], source: Path) -> Any:
     import importlib
 
     module_name, _, class_name = str(entry.get("type", "")).rpartition(".")
-    if not module_name.startswith("sentence_transformers.models"):
-        raise ArtifactError(f"{source}: module type {entry.get('type')!r} is not a sentence-transformers module")
+    if not module_name.startswith(_OWN_MODULES):
+        raise ArtifactError(
+            f"{source}: module type {entry.get('type')!r} is not sentence-transformers' own; "
+            "an ONNX artifact is assembled from those classes only"
+        )
     return getattr(importlib.import_module(module_name), class_name)
 
 

@@ -6,11 +6,14 @@ so `embedops --help` stays fast.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import os
 import pkgutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from embedops import __version__
@@ -35,7 +38,46 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in _command_modules():
         module.register(subparsers)
+    for command in subparsers.choices.values():
+        command.add_argument(
+            "--trust-remote-code",
+            action="store_true",
+            help="let a model run the Python code it ships (custom module types, auto_map); off by default",
+        )
     return parser
+
+
+@contextmanager
+def _remote_code_allowed(allowed: bool) -> Iterator[None]:
+    """The flag as an environment variable for this run: every model this command resolves (and the
+    server's worker processes) sees it, and it is gone again when the command returns."""
+    from embedops.models import TRUST_REMOTE_CODE_ENV
+
+    if not allowed:
+        yield
+        return
+    previous = os.environ.get(TRUST_REMOTE_CODE_ENV)
+    os.environ[TRUST_REMOTE_CODE_ENV] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(TRUST_REMOTE_CODE_ENV, None)
+        else:
+            os.environ[TRUST_REMOTE_CODE_ENV] = previous
+
+
+def _io_error_line(exc: BaseException) -> str | None:
+    """One line for a failure of the disk or a stream (full, read-only, too large), or None for others.
+
+    safetensors reports a failed write as SafetensorError carrying the OS message, not as an OSError.
+    """
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc}" + (" (the disk is full)" if exc.errno == errno.ENOSPC else "")
+    if type(exc).__name__ == "SafetensorError":
+        return f"cannot write the model weights: {exc}"
+    return None
 
 
 class _CurrentStderr(logging.StreamHandler):
@@ -65,10 +107,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _show_progress_lines()
     try:
-        return int(args.run(args) or 0)
+        with _remote_code_allowed(args.trust_remote_code):
+            return int(args.run(args) or 0)
     except EmbedopsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`embedops info DIR | head`): stdout is closed for good; point it at
+        # /dev/null so the interpreter's final flush does not fail again on the way out.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print("error: output closed before everything was written (broken pipe)", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        line = _io_error_line(exc)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return 2

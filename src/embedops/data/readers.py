@@ -42,6 +42,9 @@ _HEADER_WORDS = {
     "passage",
 }
 _EXPECTED_COLUMNS = "2 columns (anchor, positive) or 3 (anchor, positive, hard negative)"
+# The longest line a reader accepts: far above any text a model reads (512 tokens are a few KiB) and
+# small enough that a line costs bounded memory however the file was made.
+MAX_LINE_BYTES = 8 << 20
 
 
 class Example(NamedTuple):
@@ -68,17 +71,30 @@ def detect_format(path: Path) -> str:
     return fmt
 
 
-def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Lines decoded one by one, so a bad byte is reported with its line number."""
+def decoded_lines(path: Path, *, keep_ends: bool = False) -> Iterator[tuple[int, str]]:
+    """Lines decoded one by one, so a bad byte is reported with its line number.
+
+    A line is read up to MAX_LINE_BYTES and no further: a file without newlines is refused at its first
+    line, in bounded memory, instead of being read whole. `keep_ends` keeps each line's end, which a
+    CSV reader needs to keep the newlines inside a quoted field.
+    """
     with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
+        number = 0
+        while raw := handle.readline(MAX_LINE_BYTES + 1):
+            number += 1
+            if len(raw) > MAX_LINE_BYTES:
+                raise DataError(
+                    path,
+                    number,
+                    f"line is longer than {MAX_LINE_BYTES >> 20} MiB; is this a text file with one record a line?",
+                )
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise DataError(path, number, f"not valid UTF-8 (byte {exc.start}); save the file as UTF-8") from exc
             if number == 1:
                 text = text.removeprefix("\ufeff")
-            yield number, text.rstrip("\r\n")
+            yield number, text if keep_ends else text.rstrip("\r\n")
 
 
 def _checked(path: Path, number: int, cells: list[str]) -> Example:
@@ -111,7 +127,9 @@ def _tsv_rows(path: Path) -> Iterator[Example | DataError]:
 
 
 def _csv_rows(path: Path) -> Iterator[Example | DataError]:
-    numbered = decoded_lines(path)
+    """CSV records; a quoted field may span lines and keeps its newlines. A record is located at the
+    line it starts on."""
+    numbered = decoded_lines(path, keep_ends=True)
     current = [0]
 
     def lines() -> Iterator[str]:
@@ -119,23 +137,26 @@ def _csv_rows(path: Path) -> Iterator[Example | DataError]:
             current[0] = number
             yield text
 
-    reader = csv.reader(lines())
+    reader = csv.reader(lines(), strict=True)  # an unclosed quote is an error, not the rest of the file
     first = True
+    start = 1
     while True:
         try:
             cells = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            yield DataError(path, current[0], f"malformed CSV ({exc})")
+            yield DataError(path, start, f"malformed CSV ({exc})")
+            start = current[0] + 1
             continue
+        line, start = start, current[0] + 1
         if not cells or not any(cell.strip() for cell in cells):
             continue
         if first and _is_header(cells):
             first = False
             continue
         first = False
-        yield _try(_checked, path, current[0], cells)
+        yield _try(_checked, path, line, cells)
 
 
 def _json_example(path: Path, number: int, text: str) -> Example:
@@ -186,6 +207,8 @@ class PairReader:
 
     def __init__(self, path: str | Path, *, skip_invalid: bool = False, allow_empty: bool = False) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            raise DataError(self.path, 0, "is a directory; expected a .tsv, .csv or .jsonl file")
         if not self.path.is_file():
             raise DataError(self.path, 0, "no such file")
         self.format = detect_format(self.path)

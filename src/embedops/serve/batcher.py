@@ -221,6 +221,7 @@ class Batcher:
         outcome: np.ndarray | RequestError
         try:
             outcome = self.engine.embed(ids)
+            self.engine.check_output(outcome, len(ids))
         except Exception as exc:  # an engine failure fails its requests, never the thread
             logger.exception("engine failed on a batch of %d inputs", len(ids))
             outcome = RequestError(
@@ -234,15 +235,30 @@ class Batcher:
 
     @staticmethod
     def _deliver(batch: list[_Item], outcome: np.ndarray | RequestError) -> None:
-        """On the event loop: fill each request's rows, completing those whose last row this was."""
-        for index, item in enumerate(batch):
-            job = item.job
-            if job.future.done():
-                continue
-            if isinstance(outcome, RequestError):
-                job.future.set_exception(outcome)
-                continue
-            job.rows[item.index] = outcome[index]
-            job.remaining -= 1
-            if job.remaining == 0:
-                job.future.set_result(job.rows)
+        """On the event loop: fill each request's rows, completing those whose last row this was.
+
+        Whatever goes wrong here answers the batch's requests with a 500: an exception in a loop
+        callback would otherwise be logged and leave their clients waiting forever.
+        """
+        try:
+            for index, item in enumerate(batch):
+                job = item.job
+                if job.future.done():
+                    continue
+                if isinstance(outcome, RequestError):
+                    job.future.set_exception(outcome)
+                    continue
+                job.rows[item.index] = outcome[index]
+                job.remaining -= 1
+                if job.remaining == 0:
+                    job.future.set_result(job.rows)
+        except Exception as exc:
+            logger.exception("delivering a batch of %d inputs failed", len(batch))
+            failure = RequestError(
+                f"the server failed to deliver this request's embeddings ({type(exc).__name__}: {exc})",
+                status=500,
+                code="engine_error",
+            )
+            for item in batch:
+                if not item.job.future.done():
+                    item.job.future.set_exception(failure)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from embedops.errors import ConfigError, RequestError
+from embedops.errors import ArtifactError, ConfigError, RequestError
 from embedops.models import ModelRef, load, read_json
 from embedops.serve.onnx_forward import OnnxForward
 from embedops.serve.tokenizer import ServingTokenizer
@@ -78,7 +78,7 @@ class Engine:
             device_name = str(self.model.device)
         self.info = EngineInfo(
             model=ref.name,
-            dim=int(manifest.dim or self.embed([self.tokenizer.wrap([])]).shape[1]),
+            dim=self._measured_width(),
             device=device_name,
             backend=backend,
             dtype=resolved_dtype,
@@ -88,6 +88,28 @@ class Engine:
             vocab_size=self.tokenizer.vocab_size,
             forward="onnxruntime+numpy" if isinstance(self._forward, OnnxForward) else "sentence-transformers",
         )
+
+    def _measured_width(self) -> int:
+        """The width the model really produces (one forward pass), held against what its manifest says:
+        a request must never meet vectors wider or narrower than /info promised."""
+        output = self.embed([self.tokenizer.wrap([])])
+        if output.ndim != 2 or output.shape[0] != 1:
+            raise ArtifactError(f"{self.ref.path}: the model returns an array of shape {output.shape}, not one vector")
+        width, recorded = int(output.shape[1]), self.ref.manifest.dim
+        if self.ref.source == "artifact" and recorded != width:
+            raise ArtifactError(
+                f"{self.ref.path}: the model produces {width}-dimensional vectors but its manifest records "
+                f"dim {recorded}; rebuild the artifact"
+            )
+        return width
+
+    def check_output(self, output: np.ndarray, inputs: int) -> None:
+        """Refuse a batch result that is not one finite vector of the served width per input."""
+        expected = (inputs, self.info.dim)
+        if output.shape != expected:
+            raise ArtifactError(f"the model returned shape {output.shape} for {inputs} input(s), expected {expected}")
+        if not np.isfinite(output).all():
+            raise ArtifactError("the model returned non-finite values (NaN or infinity)")
 
     def tokenize(self, texts: list[str], *, truncate: bool, left: bool = False) -> list[list[int]]:
         """Token ids with special tokens, cut to the model's window (or refused with 413 when too long)."""
@@ -124,7 +146,7 @@ class Engine:
     def warmup(self) -> None:
         """Run the shapes a first request will hit, so lazy initialisation is not paid by a client."""
         for texts in (["warm up"], ["warm up the engine with a longer sentence"] * 8):
-            self.embed(self.tokenize(texts, truncate=True))
+            self.check_output(self.embed(self.tokenize(texts, truncate=True)), len(texts))
 
 
 class _TorchForward:

@@ -37,10 +37,6 @@ _STATE = "state.json"
 logger = logging.getLogger(__name__)
 
 
-def _has_checkpoint(work: Path) -> bool:
-    return any((work / "checkpoints").glob("checkpoint-*"))
-
-
 @dataclass
 class FinetuneResult:
     path: Path
@@ -343,7 +339,11 @@ def finetune(config: FinetuneConfig, selection: EpochSelection | None = None) ->
         lr, selection.probe = probe.chosen, probe.to_record()
         validation = sum(selection.validation_seconds) / max(1, len(selection.validation_seconds))
         logger.info(estimate_line(probe, steps_per_epoch, validation, config.epochs))
-    probe_seconds = time.perf_counter() - started
+    from embedops.train.checkpoints import RunClock, latest_complete
+
+    checkpoint = latest_complete(work / "checkpoints") if resuming else None
+    clock = RunClock(work, checkpoint)
+    probe_seconds = clock.probe_seconds(time.perf_counter() - started)
     if selection is not None:
         from embedops.train.selection import KeepBestEpoch
 
@@ -354,17 +354,24 @@ def finetune(config: FinetuneConfig, selection: EpochSelection | None = None) ->
         args=_training_arguments(config, work / "checkpoints", device, steps_per_epoch, lr),
         train_dataset=dataset,
         loss=_loss(config, model),
-        callbacks=[keep_best] if keep_best is not None else None,
+        callbacks=[keep_best, clock] if keep_best is not None else [clock],
     )
-    trainer.train(resume_from_checkpoint=True if resuming and _has_checkpoint(work) else None)
-    seconds = time.perf_counter() - started
+    if checkpoint is not None:
+        logger.info("resuming from %s", checkpoint.name)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+    train_seconds = clock.seconds
     if keep_best is not None:
         keep_best.restore_best()
     after = sanity_eval(model, holdout, config.batch_size) if holdout is not None else None
 
-    # pairs/s counts the training itself; `seconds` is the whole stage, the probe included.
-    manifest = _manifest(config, base, model, stats, data_sha256, trainer, seconds - probe_seconds, len(dataset))
-    manifest.training.update(lr=lr, seconds=round(seconds, 1), probe_seconds=round(probe_seconds, 1))
+    # pairs/s counts the training itself; `seconds` is the whole run, across resumed segments, probe included.
+    manifest = _manifest(config, base, model, stats, data_sha256, trainer, train_seconds, len(dataset))
+    manifest.training.update(
+        lr=lr,
+        seconds=round(probe_seconds + train_seconds, 1),
+        probe_seconds=round(probe_seconds, 1),
+        segments=clock.segments,
+    )
     if config.mine_negatives:
         manifest.training.update(hard_negatives=True, mined_negatives=config.mine_negatives, mined=mined)
         manifest.training["mine_corpus"] = str(config.mine_corpus) if config.mine_corpus else None
