@@ -412,11 +412,16 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> N
     assert last.startswith("error: ") and all(word in result.stderr for word in words), result.stderr[-1000:]
 
 
-def test_quantize_on_a_full_disk_fails_in_one_line_and_leaves_nothing(tmp_path: Path, tiny_model_dir: Path) -> None:
+@pytest.mark.parametrize(("dtype", "writer"), [("int8", "onnx"), ("fp16", "safetensors")])
+def test_quantize_on_a_full_disk_fails_in_one_line_and_leaves_nothing(
+    tmp_path: Path, tiny_model_dir: Path, dtype: str, writer: str
+) -> None:
+    """Both writers: ONNX's (an OSError) and safetensors' (a SafetensorError carrying the OS message)."""
     out = tmp_path / "out"
     out.mkdir()
-    command = [*EMBEDOPS, "quantize", "--model-path", str(tiny_model_dir), "--output", str(out / "q")]
-    assert_one_line_error(run_limited(command, file_bytes=64 << 10), "File too large")
+    command = [*EMBEDOPS, "quantize", "--model-path", str(tiny_model_dir), "--output", str(out / "q"), "--dtype", dtype]
+    result = run_limited(command, file_bytes=64 << 10)
+    assert_one_line_error(result, "File too large", *(["model weights"] if writer == "safetensors" else []))
     assert list(out.iterdir()) == [], "no artifact and no staging directory is left behind"
 
 
