@@ -497,3 +497,25 @@ def test_a_quoted_csv_field_keeps_its_newline_and_its_line(tmp_path: Path) -> No
 def test_a_directory_as_data_says_so(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="is a directory"):
         PairReader(tmp_path)
+
+
+def test_evaluation_readers_share_the_cap_and_the_line_numbers(tmp_path: Path) -> None:
+    from embedops.evaluate.datasets import load_beir, load_sts
+
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    with open(beir / "corpus.jsonl", "wb") as handle:
+        handle.truncate(9 << 20)  # one 9 MiB line
+    with pytest.raises(DataError, match=r"corpus\.jsonl:1: line is longer than 8 MiB"):
+        load_beir(beir, "test")
+
+    (beir / "corpus.jsonl").write_text('{"_id": "d1", "text": "a document"}\n')
+    (beir / "queries.jsonl").write_text('{"_id": "q1", "text": "a query"}\n')
+    (beir / "qrels" / "test.tsv").write_bytes(b"query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\t\xff\t1\n")
+    with pytest.raises(DataError, match=r"test\.tsv:3: not valid UTF-8"):
+        load_beir(beir, "test")
+
+    sts = tmp_path / "sts.tsv"
+    sts.write_bytes(b"genre\tfile\tyear\tid\t4.0\ta\tb\n" + b"genre\tfile\tyear\tid\t1.0\t\xfe\tb\n")
+    with pytest.raises(DataError, match=r"sts\.tsv:2: not valid UTF-8"):
+        load_sts(sts, "test")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedops.data.readers import PairReader
+from embedops.data.readers import PairReader, decoded_lines
 from embedops.errors import ConfigError, DataError
 
 TASKS = ("auto", "triples", "beir", "sts")
@@ -82,14 +82,16 @@ def detect_task(path: Path) -> str:
     """BEIR for a directory; STS for the SICK or STS-B layouts; otherwise pairs/triples."""
     if path.is_dir():
         return "beir"
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        first = handle.readline().rstrip("\r\n")
-    cells = first.split("\t")
+    cells = _first_line(path).split("\t")
     if all(column in cells for column in _SICK_COLUMNS[:3]):
         return "sts"
     if len(cells) >= _STSB_FIELDS and _is_float(cells[4]):
         return "sts"
     return "triples"
+
+
+def _first_line(path: Path) -> str:
+    return next(decoded_lines(path), (0, ""))[1]
 
 
 def _is_float(text: str) -> bool:
@@ -163,17 +165,16 @@ def load_triples(path: Path) -> RetrievalTask:
 def _jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
     if not path.is_file():
         raise DataError(path, 0, "no such file; a BEIR directory holds corpus.jsonl, queries.jsonl, qrels/")
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(path, number, f"invalid JSON ({exc.msg} at column {exc.colno})") from exc
-            if not isinstance(record, dict) or "_id" not in record:
-                raise DataError(path, number, 'expected a JSON object with "_id" and "text"')
-            yield number, record
+    for number, line in decoded_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(path, number, f"invalid JSON ({exc.msg} at column {exc.colno})") from exc
+        if not isinstance(record, dict) or "_id" not in record:
+            raise DataError(path, number, 'expected a JSON object with "_id" and "text"')
+        yield number, record
 
 
 def read_beir_texts(path: Path) -> dict[str, str]:
@@ -195,22 +196,21 @@ def _read_qrels(path: Path, queries: dict[str, str], corpus: dict[str, str]) -> 
         found = sorted(p.stem for p in path.parent.glob("*.tsv"))
         raise DataError(path, 0, f"no qrels for this split; splits found: {', '.join(found) or 'none'}")
     qrels: dict[str, list[str]] = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            cells = line.rstrip("\r\n").split("\t")
-            if not line.strip() or (number == 1 and cells[0] == "query-id"):
-                continue
-            if len(cells) != 3:
-                raise DataError(path, number, f"found {len(cells)} column(s); expected query-id, corpus-id, score")
-            query_id, corpus_id, score = cells
-            if query_id not in queries:
-                raise DataError(path, number, f"query id {query_id!r} is not in queries.jsonl")
-            if corpus_id not in corpus:
-                raise DataError(path, number, f"corpus id {corpus_id!r} is not in corpus.jsonl")
-            if not _is_float(score):
-                raise DataError(path, number, f"score {score!r} is not a number")
-            if float(score) > 0:
-                qrels.setdefault(query_id, []).append(corpus_id)
+    for number, line in decoded_lines(path):
+        cells = line.split("\t")
+        if not line.strip() or (number == 1 and cells[0] == "query-id"):
+            continue
+        if len(cells) != 3:
+            raise DataError(path, number, f"found {len(cells)} column(s); expected query-id, corpus-id, score")
+        query_id, corpus_id, score = cells
+        if query_id not in queries:
+            raise DataError(path, number, f"query id {query_id!r} is not in queries.jsonl")
+        if corpus_id not in corpus:
+            raise DataError(path, number, f"corpus id {corpus_id!r} is not in corpus.jsonl")
+        if not _is_float(score):
+            raise DataError(path, number, f"score {score!r} is not a number")
+        if float(score) > 0:
+            qrels.setdefault(query_id, []).append(corpus_id)
     if not qrels:
         raise DataError(path, 1, "no relevant (score > 0) query-document pairs in this split")
     return qrels
@@ -233,8 +233,7 @@ def load_beir(directory: Path, split: str) -> RetrievalTask:
 
 def load_sts(path: Path, split: str) -> SimilarityTask:
     """SICK (header with sentence_A/B, relatedness_score) or STS-B (7 tab-separated fields, no quoting)."""
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        header = handle.readline().rstrip("\r\n").split("\t")
+    header = _first_line(path).split("\t")
     if all(column in header for column in _SICK_COLUMNS[:3]):
         return _load_sick(path, header, split)
     return _load_stsb(path)
@@ -244,16 +243,15 @@ def _load_stsb(path: Path) -> SimilarityTask:
     first: list[str] = []
     second: list[str] = []
     gold: list[float] = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            cells = line.rstrip("\r\n").split("\t")[:_STSB_FIELDS]
-            if len(cells) < _STSB_FIELDS or not _is_float(cells[4]):
-                raise DataError(path, number, "expected the STS-B layout: 7 tab-separated fields, score in the 5th")
-            gold.append(float(cells[4]))
-            first.append(cells[5])
-            second.append(cells[6])
+    for number, line in decoded_lines(path):
+        if not line.strip():
+            continue
+        cells = line.split("\t")[:_STSB_FIELDS]
+        if len(cells) < _STSB_FIELDS or not _is_float(cells[4]):
+            raise DataError(path, number, "expected the STS-B layout: 7 tab-separated fields, score in the 5th")
+        gold.append(float(cells[4]))
+        first.append(cells[5])
+        second.append(cells[6])
     return _similarity_task(path, path.stem, first, second, gold)
 
 
@@ -263,22 +261,20 @@ def _load_sick(path: Path, header: list[str], split: str) -> SimilarityTask:
     first: list[str] = []
     second: list[str] = []
     gold: list[float] = []
-    with open(path, encoding="utf-8") as handle:
-        next(handle)
-        for number, line in enumerate(handle, start=2):
-            if not line.strip():
-                continue
-            cells = line.rstrip("\r\n").split("\t")
-            if len(cells) < len(header):
-                raise DataError(path, number, f"found {len(cells)} fields; the header names {len(header)}")
-            a, b, score, split_column = columns
-            if split_column is not None and cells[split_column] != wanted:
-                continue
-            if not _is_float(cells[score]):
-                raise DataError(path, number, f"relatedness_score {cells[score]!r} is not a number")
-            first.append(cells[a])
-            second.append(cells[b])
-            gold.append(float(cells[score]))
+    for number, line in decoded_lines(path):
+        if number == 1 or not line.strip():
+            continue
+        cells = line.split("\t")
+        if len(cells) < len(header):
+            raise DataError(path, number, f"found {len(cells)} fields; the header names {len(header)}")
+        a, b, score, split_column = columns
+        if split_column is not None and cells[split_column] != wanted:
+            continue
+        if not _is_float(cells[score]):
+            raise DataError(path, number, f"relatedness_score {cells[score]!r} is not a number")
+        first.append(cells[a])
+        second.append(cells[b])
+        gold.append(float(cells[score]))
     name = f"{path.stem.lower()}-{split.lower()}"
     return _similarity_task(path, name, first, second, gold, split=wanted)
 
