@@ -89,6 +89,23 @@ def test_a_module_of_the_models_own_is_refused_unless_trusted(tmp_path: Path, ti
     assert marker.read_text() == "ran", "--trust-remote-code loads the model's own module"
 
 
+def test_a_hub_snapshot_with_its_own_module_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Hub snapshots are local directories too: the same check holds for a real offline HF cache."""
+    from test_models import hf_cache_with, run_offline
+
+    marker = tmp_path / "marker"
+    hf_cache_with(tmp_path / "home", "someone/crafted", crafted_model(tiny_model_dir, tmp_path / "crafted", marker))
+    quantize = ["quantize", "--model-path", "someone/crafted", "--output", str(tmp_path / "q")]
+    code = (
+        "from embedops.cli import main\n"
+        f"raise SystemExit(main(['info', 'someone/crafted', '--json']) or main({quantize!r}))\n"
+    )
+    result = run_offline(code, tmp_path / "home")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "'pwn.Pwn'" in result.stderr and "--trust-remote-code" in result.stderr
+    assert '"remote_code"' in result.stdout and not marker.exists()
+
+
 def test_auto_map_to_custom_classes_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
     model = copy_model(tiny_model_dir, tmp_path / "auto-map")
     config = json.loads((model / "config.json").read_text())
