@@ -240,15 +240,14 @@ def load(model: ModelRef | str | Path, *, device: str | None = None) -> Sentence
         return _load_adapter(ref, device=device)
     if manifest.backend == "onnx":
         return _load_onnx(ref, device=device)
-    trust = ref.trust_remote_code
+    model_kwargs = None
     if manifest.dtype in ("fp16", "bf16"):
         import torch
 
-        dtype = torch.float16 if manifest.dtype == "fp16" else torch.bfloat16
-        return SentenceTransformer(
-            str(ref.path), device=device, trust_remote_code=trust, model_kwargs={"torch_dtype": dtype}
-        )
-    return SentenceTransformer(str(ref.path), device=device, trust_remote_code=trust)
+        model_kwargs = {"torch_dtype": torch.float16 if manifest.dtype == "fp16" else torch.bfloat16}
+    return SentenceTransformer(
+        str(ref.path), device=device, trust_remote_code=ref.trust_remote_code, model_kwargs=model_kwargs
+    )
 
 
 def load_merged(model: ModelRef | str | Path, *, device: str | None = None) -> SentenceTransformer:
