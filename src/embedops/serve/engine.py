@@ -96,7 +96,7 @@ class Engine:
         if output.ndim != 2 or output.shape[0] != 1:
             raise ArtifactError(f"{self.ref.path}: the model returns an array of shape {output.shape}, not one vector")
         width, recorded = int(output.shape[1]), self.ref.manifest.dim
-        if self.ref.source == "artifact" and recorded != width:
+        if self.ref.source == "artifact" and recorded is not None and recorded != width:
             raise ArtifactError(
                 f"{self.ref.path}: the model produces {width}-dimensional vectors but its manifest records "
                 f"dim {recorded}; rebuild the artifact"
