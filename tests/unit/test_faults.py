@@ -155,6 +155,8 @@ def test_a_dense_models_width_is_measured_and_a_wrong_record_refused(
     assert json.loads(capsys.readouterr().out)["dim"] == 8
     assert Engine(resolve(plain), device="cpu").info.dim == 8
 
+    unrecorded = artifact_from(plain, tmp_path / "unrecorded")
+    assert Engine(resolve(unrecorded), device="cpu").info.dim == 8, "no recorded dim: the measured one is served"
     lying = artifact_from(plain, tmp_path / "lying", dim=32)
     with pytest.raises(ArtifactError, match="produces 8-dimensional vectors but its manifest records dim 32"):
         Engine(resolve(lying), device="cpu")
@@ -357,7 +359,6 @@ def test_kill_while_checkpointing_resumes_from_the_last_whole_checkpoint(tmp_pat
     time.sleep(random.uniform(0, 0.5))  # a random instant of the saves that follow
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    first_segment = time.monotonic()
 
     # Whatever instant the kill hit, leave the newest checkpoint as a kill mid-save does: the trainer
     # state cut short, the weights half written.
@@ -368,6 +369,9 @@ def test_kill_while_checkpointing_resumes_from_the_last_whole_checkpoint(tmp_pat
     weights = newest / "model.safetensors"
     if weights.is_file():
         os.truncate(weights, weights.stat().st_size // 2)
+    whole = [p for p in checkpoints.glob("checkpoint-*") if p != newest]
+    resumed_step = max(int(p.name.rsplit("-", 1)[1]) for p in whole)
+    seconds_before = json.loads((work_dir_for(out) / "clock.json").read_text())["steps"][str(resumed_step)]
 
     changed_command = [*finetune_command(data, tiny_model_dir, out, batch_size=4), "--resume"]
     changed = subprocess.run(changed_command, capture_output=True, text=True, timeout=300)
@@ -379,7 +383,7 @@ def test_kill_while_checkpointing_resumes_from_the_last_whole_checkpoint(tmp_pat
     assert f"skipping {newest.name}" in result.stderr
     training = read_manifest(out).training
     assert training["steps"] == 60 and training["segments"] == 2
-    assert training["seconds"] > 0 and first_segment > 0
+    assert training["seconds"] > seconds_before > 0, "the first segment's training time is counted"
     assert not work_dir_for(out).exists()
 
 
@@ -402,6 +406,15 @@ def test_latest_complete_passes_over_every_partial_state(tmp_path: Path) -> None
     checkpoint(20, "optimizer.pt", "scheduler.pt")  # weights missing
     assert latest_complete(tmp_path) == good
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-5"]
+
+
+def test_the_run_clock_starts_from_the_seconds_behind_the_resumed_checkpoint(tmp_path: Path) -> None:
+    from embedops.train.checkpoints import RunClock
+
+    (tmp_path / "clock.json").write_text(json.dumps({"steps": {"10": 100.0, "20": 250.0}, "segments": 1}))
+    clock = RunClock(tmp_path, tmp_path / "checkpoint-10")
+    assert 100.0 <= clock.seconds < 110.0 and clock.segments == 2
+    assert RunClock(tmp_path, None).seconds < 10.0, "a run started over counts from zero"
 
 
 # 6. I/O failures: disk full, read-only output, a closed pipe
