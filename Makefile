@@ -54,7 +54,7 @@ $(VENV)/.train-$(PINS): | $(BIN)/python
 	touch $@ $(VENV)/.runtime-$(PINS)
 
 $(VENV)/.dev-$(PINS): $(VENV)/.train-$(PINS)
-	$(BIN)/pip install --quiet -e ".[serve,onnx,train,dev]"
+	$(BIN)/pip install --quiet -e ".[serve,onnx,train,embed,dev]"
 	touch $@
 
 install: $(VENV)/.runtime-$(PINS)

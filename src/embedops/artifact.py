@@ -21,6 +21,7 @@ import tempfile
 import types
 import typing
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -153,12 +154,23 @@ def digest_problem(manifest: Manifest) -> str | None:
     return None
 
 
-def write_text_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text` through a temp file beside it and a rename: readers see the old file or
-    the new one, never half of one, and a crash leaves the old file in place."""
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temp path beside `path` to write to; renamed onto `path` when the block succeeds, removed when
+    it fails. Readers see the old file or the new one, never half of one, and a crash (even kill -9,
+    which leaves only a hidden `.NAME.PID.tmp`) leaves the old file in place."""
     staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    staging.write_text(text, encoding="utf-8")
-    os.replace(staging, path)
+    try:
+        yield staging
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` all at once (see `atomic_path`)."""
+    with atomic_path(path) as staging:
+        staging.write_text(text, encoding="utf-8")
 
 
 def write_manifest(directory: str | Path, manifest: Manifest) -> None:

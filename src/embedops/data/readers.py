@@ -126,9 +126,11 @@ def _tsv_rows(path: Path) -> Iterator[Example | DataError]:
         yield _try(_checked, path, number, cells)
 
 
-def _csv_rows(path: Path) -> Iterator[Example | DataError]:
-    """CSV records; a quoted field may span lines and keeps its newlines. A record is located at the
-    line it starts on."""
+def csv_records(path: Path) -> Iterator[tuple[int, list[str] | DataError]]:
+    """CSV records with the line each starts on; a quoted field may span lines and keeps its newlines.
+
+    A malformed record comes as a DataError in place of its cells, so a caller may skip it and go on.
+    """
     numbered = decoded_lines(path, keep_ends=True)
     current = [0]
 
@@ -138,7 +140,6 @@ def _csv_rows(path: Path) -> Iterator[Example | DataError]:
             yield text
 
     reader = csv.reader(lines(), strict=True)  # an unclosed quote is an error, not the rest of the file
-    first = True
     start = 1
     while True:
         try:
@@ -146,10 +147,19 @@ def _csv_rows(path: Path) -> Iterator[Example | DataError]:
         except StopIteration:
             return
         except csv.Error as exc:
-            yield DataError(path, start, f"malformed CSV ({exc})")
+            yield start, DataError(path, start, f"malformed CSV ({exc})")
             start = current[0] + 1
             continue
         line, start = start, current[0] + 1
+        yield line, cells
+
+
+def _csv_rows(path: Path) -> Iterator[Example | DataError]:
+    first = True
+    for line, cells in csv_records(path):
+        if isinstance(cells, DataError):
+            yield cells
+            continue
         if not cells or not any(cell.strip() for cell in cells):
             continue
         if first and _is_header(cells):

@@ -180,16 +180,8 @@ def create_app(settings: ServeSettings, engine: Engine) -> FastAPI:
         return vectors, tokens
 
     def finish(vectors: np.ndarray, *, normalize: bool | None, dimensions: int | None) -> np.ndarray:
-        """Matryoshka truncation, then unit length where asked or where the model's own vectors had it."""
         normalize = settings.normalize if normalize is None else normalize
-        if dimensions is not None:
-            vectors = np.ascontiguousarray(vectors[:, :dimensions])
-        wants_unit = normalize or info.model_normalizes
-        is_unit = info.model_normalizes and dimensions is None
-        if wants_unit and not is_unit:
-            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            vectors = vectors / np.maximum(norms, 1e-12)
-        return vectors
+        return engine.finish(vectors, normalize=normalize, dimensions=dimensions)
 
     def with_prompt(texts: list[str], prompt_name: str | None) -> list[str]:
         if prompt_name is None:

@@ -116,14 +116,20 @@ class Engine:
         content = self.tokenizer.content_ids(texts)
         return [self.with_special_tokens(ids, truncate=truncate, left=left, index=i) for i, ids in enumerate(content)]
 
-    def with_special_tokens(self, ids: list[int], *, truncate: bool, left: bool = False, index: int = 0) -> list[int]:
-        """Wrap content ids for the model, keeping the side of a long input that the caller asked for."""
-        room = self.info.max_seq_length - self.tokenizer.specials
+    def with_special_tokens(
+        self, ids: list[int], *, truncate: bool, left: bool = False, index: int = 0, window: int | None = None
+    ) -> list[int]:
+        """Wrap content ids for the model, keeping the side of a long input that the caller asked for.
+
+        `window` (at most the model's) cuts inputs shorter than the model would.
+        """
+        window = min(window or self.info.max_seq_length, self.info.max_seq_length)
+        room = window - self.tokenizer.specials
         if len(ids) > room:
             if not truncate:
                 raise RequestError(
                     f"input {index} has {len(ids) + self.tokenizer.specials} tokens, more than the model's "
-                    f"{self.info.max_seq_length}; shorten it or send truncate=true",
+                    f"{window}; shorten it or send truncate=true",
                     status=413,
                     code="input_too_long",
                     param="input",
@@ -142,6 +148,18 @@ class Engine:
             input_ids[row, span] = ids
             attention[row, span] = 1
         return self._forward(input_ids, attention)
+
+    def finish(self, vectors: np.ndarray, *, normalize: bool, dimensions: int | None) -> np.ndarray:
+        """Matryoshka truncation to `dimensions`, then unit length where asked or where the model's own
+        vectors had it (a cut unit vector is no longer one)."""
+        if dimensions is not None:
+            vectors = np.ascontiguousarray(vectors[:, :dimensions])
+        wants_unit = normalize or self.info.model_normalizes
+        is_unit = self.info.model_normalizes and dimensions is None
+        if wants_unit and not is_unit:
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = vectors / np.maximum(norms, 1e-12)
+        return vectors
 
     def warmup(self) -> None:
         """Run the shapes a first request will hit, so lazy initialisation is not paid by a client."""
