@@ -41,6 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--prompt-name", help="one of the model's prompts, put before each passage")
     add("--shard-size", type=int, default=10_000, help="passages per Parquet shard (default 10000)")
     add("--device", help="cpu, cuda, cuda:1, ... (default: best available)")
+    add("--engine", choices=("local", "ray"), default="local", help="where to embed (default local; ray: Ray Data)")
+    add("--ray-address", help="Ray cluster to join, e.g. 10.0.0.5:6379 (default: start a local one)")
+    add("--concurrency", type=int, help="Ray actors, each with one model copy (default: one per node)")
+    add("--num-gpus", type=float, default=0.0, help="GPUs per Ray actor (default 0)")
     add("--force", action="store_true", help="start over, replacing an earlier output in --output")
     add("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(run=run)
@@ -68,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
             shard_size=args.shard_size,
             device=args.device,
             force=args.force,
+            engine=args.engine,
+            ray_address=args.ray_address,
+            concurrency=args.concurrency,
+            num_gpus=args.num_gpus,
         )
     )
     if args.json:
@@ -77,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{result.output} already holds all {result.count} embeddings of this plan; nothing to do")
         return 0
     print(f"embedded {result.count} passages with {result.model} into {result.shards} shard(s) in {result.output}")
+    if result.engine == "ray":
+        print(f"  on Ray: {result.nodes} node(s)")
     if result.resumed_shards:
         print(f"  resumed: {result.resumed_shards} shard(s) were already written by an earlier run")
     print(f"  vectors: {result.dim} x {result.vector_dtype}{', unit length' if result.normalized else ''}")

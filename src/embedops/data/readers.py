@@ -71,17 +71,20 @@ def detect_format(path: Path) -> str:
     return fmt
 
 
-def decoded_lines(path: Path, *, keep_ends: bool = False) -> Iterator[tuple[int, str]]:
+def decoded_lines(path: Path, *, keep_ends: bool = False, start: int = 1) -> Iterator[tuple[int, str]]:
     """Lines decoded one by one, so a bad byte is reported with its line number.
 
     A line is read up to MAX_LINE_BYTES and no further: a file without newlines is refused at its first
     line, in bounded memory, instead of being read whole. `keep_ends` keeps each line's end, which a
-    CSV reader needs to keep the newlines inside a quoted field.
+    CSV reader needs to keep the newlines inside a quoted field. Lines before `start` are passed over
+    undecoded (a worker reading one shard of a file).
     """
     with open(path, "rb") as handle:
         number = 0
         while raw := handle.readline(MAX_LINE_BYTES + 1):
             number += 1
+            if number < start and len(raw) <= MAX_LINE_BYTES:
+                continue
             if len(raw) > MAX_LINE_BYTES:
                 raise DataError(
                     path,
@@ -126,13 +129,14 @@ def _tsv_rows(path: Path) -> Iterator[Example | DataError]:
         yield _try(_checked, path, number, cells)
 
 
-def csv_records(path: Path) -> Iterator[tuple[int, list[str] | DataError]]:
+def csv_records(path: Path, *, start: int = 1) -> Iterator[tuple[int, list[str] | DataError]]:
     """CSV records with the line each starts on; a quoted field may span lines and keeps its newlines.
 
     A malformed record comes as a DataError in place of its cells, so a caller may skip it and go on.
+    `start` must be the first line of a record.
     """
-    numbered = decoded_lines(path, keep_ends=True)
-    current = [0]
+    numbered = decoded_lines(path, keep_ends=True, start=start)
+    current = [start - 1]
 
     def lines() -> Iterator[str]:
         for number, text in numbered:
@@ -140,7 +144,6 @@ def csv_records(path: Path) -> Iterator[tuple[int, list[str] | DataError]]:
             yield text
 
     reader = csv.reader(lines(), strict=True)  # an unclosed quote is an error, not the rest of the file
-    start = 1
     while True:
         try:
             cells = next(reader)

@@ -11,7 +11,7 @@ import array
 import hashlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from embedops.artifact import sha256_file, utc_now
+from embedops.embed.encoder import EncodeOptions, PassageEncoder
 from embedops.embed.manifest import (
     MANIFEST_NAME,
     EmbedManifest,
@@ -56,11 +57,27 @@ class EmbedConfig:
     shard_size: int = 10_000
     device: str | None = None
     force: bool = False
+    engine: str = "local"  # or "ray"
+    ray_address: str | None = None  # an existing cluster; None starts a local one
+    concurrency: int | None = None  # Ray actors, each with its own model copy (default: one per node)
+    num_gpus: float = 0.0  # per Ray actor
+
+    @property
+    def encode_options(self) -> EncodeOptions:
+        return EncodeOptions(
+            dimensions=self.dimensions,
+            normalize=self.normalize,
+            batch_size=self.batch_size,
+            max_seq_length=self.max_seq_length,
+            prompt_name=self.prompt_name,
+        )
 
     def check(self) -> None:
         if self.dtype not in STORAGE_DTYPES:
             raise ConfigError(f"--dtype must be one of {', '.join(STORAGE_DTYPES)}, not {self.dtype!r}")
-        for name in ("batch_size", "shard_size", "dimensions", "max_seq_length"):
+        if self.engine not in ("local", "ray"):
+            raise ConfigError(f"--engine must be local or ray, not {self.engine!r}")
+        for name in ("batch_size", "shard_size", "dimensions", "max_seq_length", "concurrency"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, not {value}")
@@ -78,28 +95,32 @@ class EmbedResult:
     model: str
     seconds: float  # this run, wall clock
     embedded: int  # passages this run embedded (the rest were resumed)
-    texts_per_second: float  # of the model work in this run: tokenize, forward, finish
+    texts_per_second: float  # embedded / the embedding phase's wall clock (read, embed, write; not the model load)
     truncated: int
     empty: int
+    engine: str = "local"
+    nodes: int = 1  # machines that embedded shards in this run
     already_complete: bool = False
-    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 @dataclass
-class _Scan:
+class Scan:
     count: int = 0
     empty: int = 0
+    starts: list[int] = field(default_factory=list)  # line (Parquet: row) of each shard's first passage
 
 
-def scan(source: CorpusSource) -> _Scan:
+def scan(source: CorpusSource, shard_size: int) -> Scan:
     """Read the whole input once before any work: a bad record or a repeated id fails now, not after
     hours of embedding. Ids are kept as 8-byte hashes (80 MB for ten million passages)."""
     seen = array.array("Q")
-    result = _Scan()
+    result = Scan()
     for passage in source:
+        if result.count % shard_size == 0:
+            result.starts.append(passage.line)
         result.count += 1
         result.empty += passage.text == ""
         seen.append(int.from_bytes(hashlib.blake2b(passage.id.encode(), digest_size=8).digest(), "little"))
@@ -123,10 +144,20 @@ def _raise_repeated_id(source: CorpusSource, digest: int) -> None:
     raise DataError(source.path, lines[1].line, f"id {lines[0].id!r} appears more than once (lines {where})")
 
 
-def _shards(source: CorpusSource, size: int) -> Iterator[list[Passage]]:
-    records = iter(source)
-    while block := list(islice(records, size)):
-        yield block
+def read_shard(source: CorpusSource, start: int, rows: int) -> list[Passage]:
+    """The `rows` passages of one shard, read from its first line on."""
+    return list(islice(source.read(start), rows))
+
+
+Vectors = Iterator[tuple[int, list[str], np.ndarray]]  # shard index, ids, finished float32 vectors
+
+
+@dataclass
+class RunStats:
+    """What the engines report back besides vectors."""
+
+    truncated: int = 0  # passages longer than the window, cut
+    nodes: set[str] = field(default_factory=set)  # Ray nodes that embedded shards
 
 
 def _previous_run(output: Path, plan: dict[str, Any], *, force: bool) -> EmbedManifest | None:
@@ -167,6 +198,8 @@ _PLAN_OPTIONS = ("dimensions", "normalize", "dtype", "batch_size", "max_seq_leng
 
 def run_embed(config: EmbedConfig) -> EmbedResult:
     """Embed every passage of `config.input` into Parquet shards under `config.output`."""
+    from tqdm import tqdm
+
     from embedops.models import resolve
     from embedops.serve.engine import Engine
 
@@ -196,37 +229,43 @@ def run_embed(config: EmbedConfig) -> EmbedResult:
     }
     plan = {"model": model, "input": input_fingerprint(source), "options": options}
     previous = _previous_run(output, plan, force=config.force)
-    found = scan(source)
+    found = scan(source, config.shard_size)
     logger.info("read %d passages from %s", found.count, source.path)
-    engine = Engine(ref, device=config.device)
-    info = engine.info
-    if config.dimensions is not None and config.dimensions > info.dim:
-        raise ConfigError(f"--dimensions must be at most the model's {info.dim}, not {config.dimensions}")
-    if config.max_seq_length is not None and config.max_seq_length > info.max_seq_length:
-        raise ConfigError(f"--max-seq-length must be at most the model's {info.max_seq_length}")
-    prompt = ""
-    if config.prompt_name is not None:
-        if config.prompt_name not in engine.prompts:
-            raise ConfigError(
-                f"--prompt-name {config.prompt_name!r} is not one of the model's prompts {sorted(engine.prompts)}"
-            )
-        prompt = engine.prompts[config.prompt_name]
+    # The driver loads the model too, on the Ray engine as well: options are checked against it
+    # and the vector width measured before any shard is sent out.
+    encoder = PassageEncoder(Engine(ref, device=config.device), config.encode_options)
     _clear_output(output, keep_shards=previous is not None)
-    manifest = previous
-    if manifest is None:
-        manifest = EmbedManifest(
-            **plan,
-            count=found.count,
-            dim=stored_width(config.dimensions or info.dim, config.dtype),
-            vector_dtype=config.dtype,
-            normalized=bool(config.normalize or (info.model_normalizes and config.dimensions is None)),
-            created=utc_now(),
-        )
-
-    embedder = _ShardEmbedder(engine, config, prompt)
-    resumed = _write_shards(source, output, manifest, embedder, started)
+    manifest = previous or EmbedManifest(
+        **plan,
+        count=found.count,
+        dim=stored_width(encoder.dim, config.dtype),
+        vector_dtype=config.dtype,
+        normalized=encoder.normalized,
+        created=utc_now(),
+    )
+    recorded = {entry["file"]: entry["sha256"] for entry in manifest.shards}
+    missing = [
+        index
+        for index in range(manifest.shard_count)
+        if not _is_written(output / shard_name(index), manifest, index, recorded)
+    ]
+    resumed = manifest.shard_count - len(missing)
     if resumed:
-        logger.info("resumed: %d of %d shards were already written", resumed, manifest.shard_count)
+        logger.info("resuming: %d of %d shards were already written", resumed, manifest.shard_count)
+    stats = RunStats()
+    embedded = sum(manifest.shard_rows(index) for index in missing)
+    phase = time.perf_counter()
+    with tqdm(total=manifest.count, desc="Embedding", unit="text", dynamic_ncols=True) as bar:
+        bar.update(manifest.count - embedded)
+        if config.engine == "ray":
+            from embedops.embed.ray_engine import embed_on_ray
+
+            shards = [(index, found.starts[index], manifest.shard_rows(index)) for index in missing]
+            vectors = embed_on_ray(config, model["fingerprint"], shards, bar.update, stats)
+        else:
+            vectors = _embed_here(source, encoder, found.starts, missing, manifest, bar.update, stats)
+        _store(vectors, output, manifest, started)
+    seconds = time.perf_counter() - phase
     return EmbedResult(
         output=str(output),
         count=manifest.count,
@@ -237,49 +276,60 @@ def run_embed(config: EmbedConfig) -> EmbedResult:
         normalized=manifest.normalized,
         model=manifest.model["name"],
         seconds=round(time.perf_counter() - started, 2),
-        embedded=embedder.texts,
-        texts_per_second=round(embedder.texts / embedder.seconds, 1) if embedder.seconds else 0.0,
-        truncated=embedder.truncated,
+        embedded=embedded,
+        texts_per_second=round(embedded / seconds, 1) if embedded else 0.0,
+        truncated=stats.truncated,
         empty=found.empty,
-        already_complete=resumed == manifest.shard_count,
+        engine=config.engine,
+        nodes=len(stats.nodes) or 1,
+        already_complete=not missing,
     )
 
 
-def _write_shards(
-    source: CorpusSource, output: Path, manifest: EmbedManifest, embedder: _ShardEmbedder, started: float
-) -> int:
-    """Embed and write every shard not yet on disk, recording each in the manifest; returns how many
-    shards an earlier run had written."""
-    from tqdm import tqdm
+def _embed_here(
+    source: CorpusSource,
+    encoder: PassageEncoder,
+    starts: list[int],
+    missing: list[int],
+    manifest: EmbedManifest,
+    progress: Callable[[int], object],
+    stats: RunStats,
+) -> Vectors:
+    for index in missing:
+        block = read_shard(source, starts[index], manifest.shard_rows(index))
+        before = encoder.truncated
+        vectors = encoder.encode([passage.text for passage in block], progress)
+        stats.truncated += encoder.truncated - before
+        yield index, [passage.id for passage in block], vectors
 
-    recorded = {entry["file"]: entry["sha256"] for entry in manifest.shards}
+
+def _store(vectors: Vectors, output: Path, manifest: EmbedManifest, started: float) -> None:
+    """Write each shard as it arrives and record it in the manifest; mark the run complete at the end.
+
+    int8 ranges come from shard 0 whichever engine runs, so every engine writes the same bytes.
+    """
     earlier_seconds = manifest.seconds
-    resumed = 0
-    with tqdm(total=manifest.count, desc="Embedding", unit="text", dynamic_ncols=True) as bar:
-        for index, block in enumerate(_shards(source, int(manifest.options["shard_size"]))):
-            path = output / shard_name(index)
-            if _is_written(path, manifest, index, recorded):
-                resumed += 1
-                bar.update(len(block))
-                continue
-            vectors = embedder.embed([passage.text for passage in block], bar)
-            if manifest.vector_dtype == "int8" and manifest.int8_ranges is None:
-                ranges = Int8Ranges.of(vectors)
-                manifest.int8_ranges = {"low": ranges.low, "high": ranges.high}
-                manifest.write(output)  # before the shard, so a resumed run quantizes with the same ranges
-            ranges = Int8Ranges(**manifest.int8_ranges) if manifest.int8_ranges else None
-            stored = to_storage(vectors, manifest.vector_dtype, ranges)
-            write_shard(path, [p.id for p in block], stored, plan=manifest.plan, index=index)
-            manifest.shards = [entry for entry in manifest.shards if entry["file"] != path.name]
-            manifest.shards.append({"file": path.name, "rows": len(block), "sha256": sha256_file(path)})
-            manifest.seconds = earlier_seconds + time.perf_counter() - started
-            manifest.write(output)
-    if resumed < manifest.shard_count or not manifest.complete:
+    wrote = False
+    for index, ids, block in vectors:
+        path = output / shard_name(index)
+        if manifest.vector_dtype == "int8" and manifest.int8_ranges is None:
+            if index != 0:
+                raise RuntimeError("int8 ranges must be taken from shard 0, which has to arrive first")
+            ranges = Int8Ranges.of(block)
+            manifest.int8_ranges = {"low": ranges.low, "high": ranges.high}
+            manifest.write(output)  # before the shard, so a resumed run quantizes with the same ranges
+        ranges = Int8Ranges(**manifest.int8_ranges) if manifest.int8_ranges else None
+        write_shard(path, ids, to_storage(block, manifest.vector_dtype, ranges), plan=manifest.plan, index=index)
+        manifest.shards = [entry for entry in manifest.shards if entry["file"] != path.name]
+        manifest.shards.append({"file": path.name, "rows": len(ids), "sha256": sha256_file(path)})
+        manifest.seconds = earlier_seconds + time.perf_counter() - started
+        manifest.write(output)
+        wrote = True
+    if wrote or not manifest.complete:
         manifest.shards.sort(key=lambda entry: entry["file"])
         manifest.complete = True
         manifest.seconds = earlier_seconds + time.perf_counter() - started
         manifest.write(output)
-    return resumed
 
 
 def _is_written(path: Path, manifest: EmbedManifest, index: int, recorded: dict[str, str]) -> bool:
@@ -289,56 +339,3 @@ def _is_written(path: Path, manifest: EmbedManifest, index: int, recorded: dict[
     if path.name in recorded:
         return sha256_file(path) == recorded[path.name]
     return shard_matches(path, plan=manifest.plan, index=index, rows=manifest.shard_rows(index))
-
-
-# Most rows x width² in one batch. Attention memory grows with the square of the width: MiniLM int8 on
-# ONNX Runtime peaked at 1,370 MiB for 32 inputs of 512 tokens, 639 MiB for 8 and 192 MiB for 32 of
-# 128, at the same tokens/s, so long inputs go in small batches and short ones in full ones.
-_ATTENTION_BUDGET = 32 * 128**2
-
-
-def _batches(lengths: list[int], batch_size: int) -> Iterator[np.ndarray]:
-    """Row indices in batches of similar length (so a batch pads little), under the attention budget."""
-    order = np.argsort(lengths, kind="stable")
-    start = 0
-    while start < len(order):
-        end = start + 1
-        while end < len(order) and end - start < batch_size:
-            if (end - start + 1) * lengths[order[end]] ** 2 > _ATTENTION_BUDGET:
-                break
-            end += 1
-        yield order[start:end]
-        start = end
-
-
-class _ShardEmbedder:
-    """One shard's texts → finished float32 vectors, in the server's steps (tokenize, window, embed,
-    finish) so a vector equals what `/embed` returns for the same model and options."""
-
-    def __init__(self, engine: Any, config: EmbedConfig, prompt: str) -> None:
-        self.engine = engine
-        self.config = config
-        self.prompt = prompt
-        self.truncated = 0
-        self.texts = 0
-        self.seconds = 0.0
-
-    def embed(self, texts: list[str], bar: Any) -> np.ndarray:
-        clock = time.perf_counter()
-        engine, config = self.engine, self.config
-        window = config.max_seq_length or engine.info.max_seq_length
-        room = window - engine.tokenizer.specials
-        content = engine.tokenizer.content_ids([self.prompt + text for text in texts] if self.prompt else texts)
-        self.truncated += sum(len(ids) > room for ids in content)
-        ids = [engine.with_special_tokens(c, truncate=True, window=window) for c in content]
-        del content
-        vectors = np.empty((len(ids), engine.info.dim), dtype=np.float32)
-        for rows in _batches([len(row) for row in ids], config.batch_size):
-            batch = engine.embed([ids[i] for i in rows])
-            engine.check_output(batch, len(rows))
-            vectors[rows] = batch
-            bar.update(len(rows))
-        finished = engine.finish(vectors, normalize=config.normalize, dimensions=config.dimensions)
-        self.texts += len(texts)
-        self.seconds += time.perf_counter() - clock
-        return finished

@@ -56,6 +56,10 @@ class CorpusSource:
         return [self.path]
 
     def __iter__(self) -> Iterator[Passage]:
+        return self.read()
+
+    def read(self, start: int = 1) -> Iterator[Passage]:
+        """Passages from the record at line (Parquet: row) `start` on; lines before it are not parsed."""
         readers = {
             "beir": self._jsonl,
             "jsonl": self._jsonl,
@@ -64,10 +68,10 @@ class CorpusSource:
             "text": self._text,
             "parquet": self._parquet,
         }
-        return readers[self.format]()
+        return readers[self.format](start)
 
-    def _jsonl(self) -> Iterator[Passage]:
-        for number, line in decoded_lines(self.path):
+    def _jsonl(self, start: int) -> Iterator[Passage]:
+        for number, line in decoded_lines(self.path, start=start):
             if not line.strip():
                 continue
             try:
@@ -91,21 +95,26 @@ class CorpusSource:
             text = f"{title.strip()} {text}".strip()
         return Passage(str(ident), text, number)
 
-    def _cells(self, rows: Iterator[tuple[int, list[str] | DataError]]) -> Iterator[Passage]:
-        columns: tuple[int, int] = (0, 1)
-        first = True
+    def _columns(self, first_row: list[str]) -> tuple[int, int] | None:
+        """(id, text) column positions when `first_row` is a header naming them, else None."""
+        header = [cell.strip() for cell in first_row]
+        id_name = next((name for name in self.id_names if name in header), None)
+        if id_name is None or self.text_field not in header:
+            return None
+        return header.index(id_name), header.index(self.text_field)
+
+    def _cells(
+        self, rows: Iterator[tuple[int, list[str] | DataError]], first: tuple[int, list[str]] | None
+    ) -> Iterator[Passage]:
+        """Passages of TSV/CSV rows; `first` is the file's first row (and its line), a header or data."""
+        named = self._columns(first[1]) if first is not None else None
+        columns = named or (0, 1)
+        header_line = first[0] if first is not None and named is not None else 0
         for number, cells in rows:
             if isinstance(cells, DataError):
                 raise cells
-            if not cells or not any(cell.strip() for cell in cells):
+            if number == header_line or not cells or not any(cell.strip() for cell in cells):
                 continue
-            if first:
-                first = False
-                header = [cell.strip() for cell in cells]
-                id_name = next((name for name in self.id_names if name in header), None)
-                if id_name is not None and self.text_field in header:
-                    columns = (header.index(id_name), header.index(self.text_field))
-                    continue
             if len(cells) <= max(columns):
                 raise DataError(self.path, number, f"found {len(cells)} column(s); expected id and text")
             ident, text = cells[columns[0]].strip(), cells[columns[1]].strip()
@@ -113,24 +122,39 @@ class CorpusSource:
                 raise DataError(self.path, number, "empty id")
             yield Passage(ident, text, number)
 
-    def _tsv(self) -> Iterator[Passage]:
-        return self._cells((number, line.split("\t")) for number, line in decoded_lines(self.path))
+    def _first_row(self, rows: Iterator[tuple[int, list[str] | DataError]]) -> tuple[int, list[str]] | None:
+        for number, cells in rows:
+            if isinstance(cells, list) and any(cell.strip() for cell in cells):
+                return number, cells
+        return None
 
-    def _csv(self) -> Iterator[Passage]:
-        return self._cells(csv_records(self.path))
+    def _tsv(self, start: int) -> Iterator[Passage]:
+        def rows(begin: int) -> Iterator[tuple[int, list[str] | DataError]]:
+            return ((number, line.split("\t")) for number, line in decoded_lines(self.path, start=begin))
 
-    def _text(self) -> Iterator[Passage]:
-        for number, line in decoded_lines(self.path):
+        return self._cells(rows(start), self._first_row(rows(1)))
+
+    def _csv(self, start: int) -> Iterator[Passage]:
+        return self._cells(csv_records(self.path, start=start), self._first_row(csv_records(self.path)))
+
+    def _text(self, start: int) -> Iterator[Passage]:
+        for number, line in decoded_lines(self.path, start=start):
             if line.strip():
                 yield Passage(str(number), line.strip(), number)
 
-    def _parquet(self) -> Iterator[Passage]:
+    def _parquet(self, start: int) -> Iterator[Passage]:
+        """Rows of every file in order; a passage's `line` is its row across all files, 1-based."""
         try:
             import pyarrow.parquet as pq
         except ImportError as exc:
             raise MissingDependencyError("pyarrow", "embed") from exc
+        before = 0  # rows in the files already read
         for path in self.files:
             handle = pq.ParquetFile(path)
+            rows = handle.metadata.num_rows
+            if before + rows < start:
+                before += rows
+                continue
             names = handle.schema_arrow.names
             id_name = next((name for name in self.id_names if name in names), self.id_field)
             wanted = [id_name, self.text_field]
@@ -141,9 +165,15 @@ class CorpusSource:
                 wanted.append(self.title_field)
             row = 0
             for batch in handle.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=wanted):
+                if before + row + batch.num_rows < start:
+                    row += batch.num_rows
+                    continue
                 for record in batch.to_pylist():
                     row += 1
-                    yield self._passage(record, path, row)
+                    if before + row >= start:
+                        passage = self._passage(record, path, row)
+                        yield passage._replace(line=before + row)
+            before += rows
 
 
 def open_source(
