@@ -50,3 +50,15 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = SentenceTransformer(modules=[transformer, Pooling(32, "mean"), Normalize()], device="cpu")
     model.save(str(st_dir))
     return st_dir
+
+
+@pytest.fixture(scope="session")
+def onnx_artifact(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model as an int8 ONNX artifact made by `embedops quantize` (what the pipeline ships)."""
+    pytest.importorskip("onnxruntime")
+    from embedops.quantize.config import QuantizeConfig
+    from embedops.quantize.pipeline import quantize
+
+    target = tmp_path_factory.mktemp("onnx") / "tiny-int8"
+    quantize(QuantizeConfig(model_path=str(tiny_model_dir), output=str(target), dtype="int8", check_samples=8))
+    return target

@@ -277,11 +277,18 @@ def _adapter_base(ref: ModelRef) -> ModelRef:
     return resolve(base_reference, trust_remote_code=ref.trust_remote_code)
 
 
-def cpu_session(path: Path) -> Any:
-    """An ONNX Runtime session for a graph file, on the CPU provider (what quantized artifacts target)."""
+def cpu_session(path: Path, *, threads: int | None = None) -> Any:
+    """An ONNX Runtime session for a graph file, on the CPU provider (what quantized artifacts target).
+
+    `threads` caps its intra-op threads (default: one per core); several sessions on one machine (Ray
+    actors) each get their share instead of all contending for every core.
+    """
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _load_onnx(ref: ModelRef, *, device: str | None) -> SentenceTransformer:

@@ -39,18 +39,9 @@ def cluster() -> Iterator[str]:
         subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
 
 
-@pytest.fixture(scope="module")
-def onnx_model(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model as an int8 ONNX artifact: what the pipeline ships, and actors load it without torch."""
-    from embedops.quantize.config import QuantizeConfig
-    from embedops.quantize.pipeline import quantize
-
-    target = tmp_path_factory.mktemp("ray-model") / "tiny-int8"
-    quantize(QuantizeConfig(model_path=str(tiny_model_dir), output=str(target), dtype="int8", check_samples=8))
-    return target
-
-
-def test_ray_engine_on_two_nodes_writes_the_local_engines_bytes(cluster: str, onnx_model: Path, tmp_path: Path) -> None:
+def test_ray_engine_on_two_nodes_writes_the_local_engines_bytes(
+    cluster: str, onnx_artifact: Path, tmp_path: Path
+) -> None:
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text(
         "".join(
@@ -59,7 +50,8 @@ def test_ray_engine_on_two_nodes_writes_the_local_engines_bytes(cluster: str, on
         ),
         encoding="utf-8",
     )
-    common = ["--model", str(onnx_model), "--input", str(corpus), "--shard-size", "150", "--dtype", "int8", "--json"]
+    # The int8 ONNX artifact is what the pipeline ships, and actors load it without torch.
+    common = ["--model", str(onnx_artifact), "--input", str(corpus), "--shard-size", "150", "--dtype", "int8", "--json"]
     local = subprocess.run(
         [*EMBEDOPS, "embed", *common, "--output", str(tmp_path / "local")], capture_output=True, text=True
     )

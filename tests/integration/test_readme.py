@@ -3,9 +3,10 @@
 The `bash` blocks become one script (`set -euo pipefail`) run in a scratch copy of the checkout (its
 files, the installed .venv linked in); each `python` block runs with the venv's interpreter at its
 place in the sequence. A command that starts a server runs in the background until a later server
-takes its port or the script ends; the harness waits for the port to open. Four lines are shown
+takes its port or the script ends; the harness waits for the port to open. Five lines are shown
 but not run here: the manual install (CI's `make test` performs exactly that install before this
-suite starts) and `make test` (this suite); the test checks they are still on the page.
+suite starts), `make test` (this suite) and `embed --engine ray` against a remote cluster; the test
+checks they are still on the page.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ SHOWN_ONLY = {
     "pip install -r requirements.txt            # runtime: serving and ONNX Runtime",
     "pip install -r requirements-train.txt      # training: peft, datasets, accelerate, matplotlib",
     "make test",
+    # Needs a Ray cluster and a shared filesystem; tests/integration/test_embed_ray.py runs the same on a real one.
+    "embedops embed --model /shared/models/v2 --input /shared/corpus.jsonl --output embeddings/v2 --engine ray "
+    "--ray-address 10.0.0.5:6379 --num-gpus 1",
 }
 BLOCK = re.compile(r"^```(bash|python)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 SERVES = re.compile(r"make embed-serve|embedops serve|serve_embedding_model\.py|embedops pipeline .*--serve")

@@ -4,6 +4,7 @@ server's /embed over real HTTP, stored dtypes, and a kill -9 mid-run resumed to 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -110,10 +111,9 @@ def test_cli_errors_are_one_line_with_exit_2(tmp_path: Path, tiny_model_dir: Pat
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "notes.txt").write_text("mine")
-    cases = [  # the first two are refused before the model is loaded
+    cases = [  # both are refused before the model is loaded
         (["--input", str(tmp_path / "nosuch.tsv"), "--output", str(tmp_path / "o")], "no such file"),
         (["--input", str(corpus), "--output", str(taken)], "not an embedding output"),
-        (["--input", str(corpus), "--output", str(tmp_path / "o"), "--dimensions", "999"], "at most the model's 32"),
     ]
     for arguments, words in cases:
         result = subprocess.run(
@@ -123,6 +123,13 @@ def test_cli_errors_are_one_line_with_exit_2(tmp_path: Path, tiny_model_dir: Pat
         assert result.stderr.strip().splitlines()[-1].startswith("error: ") and words in result.stderr
         assert "Traceback" not in result.stderr
     assert sorted(p.name for p in taken.iterdir()) == ["notes.txt"]
+    for options, words in [
+        ({"dimensions": 999}, "at most the model's 32"),
+        ({"prompt_name": "nosuch"}, "is not one of the model's prompts"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            run_embed(EmbedConfig(input=str(corpus), output=str(tmp_path / "o"), model=str(tiny_model_dir), **options))
+        assert not (tmp_path / "o").exists()
 
 
 def free_port() -> int:

@@ -7,21 +7,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from embedops.models import load, resolve
 from embedops.serve.engine import Engine
-
-
-@pytest.fixture(scope="module")
-def onnx_artifact(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("onnxruntime")
-    from embedops.quantize.config import QuantizeConfig
-    from embedops.quantize.pipeline import quantize
-
-    target = tmp_path_factory.mktemp("onnx") / "tiny-int8"
-    quantize(QuantizeConfig(model_path=str(tiny_model_dir), output=str(target), dtype="int8", check_samples=8))
-    return target
 
 
 def test_onnx_artifact_is_served_by_onnxruntime(onnx_artifact: Path) -> None:

@@ -43,8 +43,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--device", help="cpu, cuda, cuda:1, ... (default: best available)")
     add("--engine", choices=("local", "ray"), default="local", help="where to embed (default local; ray: Ray Data)")
     add("--ray-address", help="Ray cluster to join, e.g. 10.0.0.5:6379 (default: start a local one)")
-    add("--concurrency", type=int, help="Ray actors, each with one model copy (default: one per node)")
+    add(
+        "--concurrency",
+        type=int,
+        help="Ray actors, each with one model copy (default: the cluster's CPUs / --cpus-per-actor)",
+    )
     add("--num-gpus", type=float, default=0.0, help="GPUs per Ray actor (default 0)")
+    add(
+        "--cpus-per-actor",
+        type=int,
+        default=1,
+        help="Ray CPUs per actor, and the threads its model uses (default 1: one actor per core)",
+    )
     add("--force", action="store_true", help="start over, replacing an earlier output in --output")
     add("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(run=run)
@@ -76,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
             ray_address=args.ray_address,
             concurrency=args.concurrency,
             num_gpus=args.num_gpus,
+            cpus_per_actor=args.cpus_per_actor,
         )
     )
     if args.json:

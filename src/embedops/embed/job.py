@@ -59,8 +59,9 @@ class EmbedConfig:
     force: bool = False
     engine: str = "local"  # or "ray"
     ray_address: str | None = None  # an existing cluster; None starts a local one
-    concurrency: int | None = None  # Ray actors, each with its own model copy (default: one per node)
+    concurrency: int | None = None  # Ray actors, each with its own model copy (default: CPUs / cpus_per_actor)
     num_gpus: float = 0.0  # per Ray actor
+    cpus_per_actor: int = 1  # Ray CPUs per actor, and the threads its ONNX Runtime session uses
 
     @property
     def encode_options(self) -> EncodeOptions:
@@ -77,7 +78,7 @@ class EmbedConfig:
             raise ConfigError(f"--dtype must be one of {', '.join(STORAGE_DTYPES)}, not {self.dtype!r}")
         if self.engine not in ("local", "ray"):
             raise ConfigError(f"--engine must be local or ray, not {self.engine!r}")
-        for name in ("batch_size", "shard_size", "dimensions", "max_seq_length", "concurrency"):
+        for name in ("batch_size", "shard_size", "dimensions", "max_seq_length", "concurrency", "cpus_per_actor"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, not {value}")

@@ -57,7 +57,8 @@ class ShardActor:
             title_field=settings.title_field,
         )
         device = settings.device or ("cuda" if settings.num_gpus else None)
-        self.encoder = PassageEncoder(Engine(ref, device=device), settings.encode_options)
+        engine = Engine(ref, device=device, threads=settings.cpus_per_actor)
+        self.encoder = PassageEncoder(engine, settings.encode_options)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results: dict[str, list[Any]] = {key: [] for key in ("index", "ids", "vectors", "dim", "truncated", "node")}
@@ -109,8 +110,15 @@ def embed_on_ray(
         model=str(model.absolute()) if model.exists() else config.model,
     )
     alive = [node for node in ray.nodes() if node.get("Alive")]
-    concurrency = config.concurrency or len(alive)
-    logger.info("Ray cluster: %d node(s); %d actor(s), one model copy each", len(alive), concurrency)
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    concurrency = config.concurrency or max(1, cpus // config.cpus_per_actor)
+    logger.info(
+        "Ray cluster: %d node(s), %d CPU(s); %d actor(s) of %d CPU(s), one model copy each",
+        len(alive),
+        cpus,
+        concurrency,
+        config.cpus_per_actor,
+    )
     first = [shard for shard in shards if shard[0] == 0] if config.dtype == "int8" else []
     groups = [group for group in (first, [shard for shard in shards if shard not in first]) if group]
     try:
@@ -125,7 +133,7 @@ def embed_on_ray(
                 batch_size=1,
                 batch_format="numpy",
                 compute=ray.data.ActorPoolStrategy(size=min(concurrency, len(group))),
-                num_cpus=1,
+                num_cpus=config.cpus_per_actor,
                 num_gpus=config.num_gpus or None,
             )
             for row in _rows(results, ray):

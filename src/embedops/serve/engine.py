@@ -46,7 +46,9 @@ class Engine:
     torch, no sentence-transformers); everything else is loaded as a SentenceTransformer.
     """
 
-    def __init__(self, ref: ModelRef, *, device: str | None = None, dtype: str = "auto") -> None:
+    def __init__(
+        self, ref: ModelRef, *, device: str | None = None, dtype: str = "auto", threads: int | None = None
+    ) -> None:
         self.ref = ref
         manifest = ref.manifest
         backend = manifest.backend
@@ -57,7 +59,7 @@ class Engine:
             raise ConfigError(f"--dtype applies to torch models; {ref.path} is an {backend} artifact")
         self.model: Any = None  # the SentenceTransformer, when one was loaded
         self._forward: Forward
-        lean = _open_onnx(ref) if backend == "onnx" and device in (None, "cpu") else None
+        lean = _open_onnx(ref, threads) if backend == "onnx" and device in (None, "cpu") else None
         if lean is not None:
             self._forward, self.tokenizer, self.prompts, max_seq_length, normalizes = lean
             device_name = "cpu"
@@ -186,12 +188,14 @@ class _TorchForward:
         return output.float().cpu().numpy()
 
 
-def _open_onnx(ref: ModelRef) -> tuple[OnnxForward, ServingTokenizer, dict[str, str], int | None, bool] | None:
+def _open_onnx(
+    ref: ModelRef, threads: int | None
+) -> tuple[OnnxForward, ServingTokenizer, dict[str, str], int | None, bool] | None:
     """An ONNX artifact opened from its files: forward, tokenizer, prompts, window, whether it normalizes."""
     directory, file = ref.path, ref.manifest.file
     if not file or not (directory / file).is_file() or not (directory / "modules.json").is_file():
         return None  # `load` reports what is missing
-    forward = OnnxForward.from_directory(directory, file)
+    forward = OnnxForward.from_directory(directory, file, threads=threads)
     if forward is None:
         return None
     st_config = read_json(directory / "sentence_bert_config.json")

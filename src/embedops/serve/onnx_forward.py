@@ -98,7 +98,7 @@ class OnnxForward:
         return cls(session, pools, normalize=len(kinds) == 2) if pools else None
 
     @classmethod
-    def from_directory(cls, directory: Path, onnx_file: str) -> OnnxForward | None:
+    def from_directory(cls, directory: Path, onnx_file: str, *, threads: int | None = None) -> OnnxForward | None:
         """The same chain read from the artifact's `modules.json` and pooling config; None for any other."""
         entries = read_json(directory / "modules.json")
         kinds = [str(entry.get("type", "")).rpartition(".")[2] for entry in entries]
@@ -107,7 +107,7 @@ class OnnxForward:
         pools = _pools(read_json(directory / entries[1]["path"] / "config.json"))
         if not pools:
             return None
-        return cls(cpu_session(directory / onnx_file), pools, normalize=len(kinds) == 3)
+        return cls(cpu_session(directory / onnx_file, threads=threads), pools, normalize=len(kinds) == 3)
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": np.zeros_like(input_ids)}
