@@ -3,6 +3,7 @@ server's /embed over real HTTP, stored dtypes, and a kill -9 mid-run resumed to 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -82,6 +83,28 @@ def test_every_format_reads_the_same_ids_and_texts(tmp_path: Path) -> None:
     assert read(parquet, title_field="") == [("d1", "first text"), expected[1]]
     assert read(text_file) == [("1", "first"), ("3", "third")]
     assert read(tsv) == [("a", "x"), ("b", "y")]
+
+
+def test_a_shard_read_from_its_first_line_equals_that_part_of_a_whole_read(tmp_path: Path) -> None:
+    rows = [(f"d{i}", f"text {i}" + (", with\na newline" if i % 3 == 0 else "")) for i in range(10)]
+    jsonl = tmp_path / "c.jsonl"
+    jsonl.write_text("".join(json.dumps({"_id": ident, "text": text}) + "\n\n" for ident, text in rows))
+    csv = tmp_path / "c.csv"
+    csv.write_text("id,text\n" + "".join(f'{ident},"{text}"\n' for ident, text in rows))
+    tsv = write_tsv(tmp_path / "c.tsv", [(ident, text.replace("\n", " ")) for ident, text in rows])
+    text_file = tmp_path / "c.txt"
+    text_file.write_text("".join(text.replace("\n", " ") + "\n\n" for _, text in rows))
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for number, block in enumerate((rows[:4], rows[4:])):
+        table = pa.table({"id": [ident for ident, _ in block], "text": [text for _, text in block]})
+        pq.write_table(table, parts / f"{number}.parquet")
+    for path in (jsonl, csv, tsv, text_file, parts):
+        source = open_source(path)
+        whole = list(source)
+        assert len(whole) == 10, path
+        for start in (0, 3, 4, 9):
+            assert list(source.read(whole[start].line)) == whole[start:], (path, start)
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,6 @@ class ShardActor:
     def __init__(self, config: dict[str, Any], fingerprint: str) -> None:
         from embedops.embed.encoder import PassageEncoder
         from embedops.embed.manifest import model_fingerprint
-        from embedops.embed.sources import open_source
         from embedops.models import resolve
         from embedops.serve.engine import Engine
 
@@ -49,13 +48,7 @@ class ShardActor:
         ref = resolve(settings.model)
         if model_fingerprint(ref) != fingerprint:
             raise ArtifactError(f"node {self.node}: its copy of {settings.model} differs from the driver's")
-        self.source = open_source(
-            settings.input,
-            format=settings.format,
-            id_field=settings.id_field,
-            text_field=settings.text_field,
-            title_field=settings.title_field,
-        )
+        self.source = settings.source()
         device = settings.device or ("cuda" if settings.num_gpus else None)
         engine = Engine(ref, device=device, threads=settings.cpus_per_actor)
         self.encoder = PassageEncoder(engine, settings.encode_options)

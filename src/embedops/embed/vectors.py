@@ -8,8 +8,10 @@ letting them wrap around.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where vectors are made: `embedops --help` reads STORAGE_DTYPES
+    import numpy as np
 
 STORAGE_DTYPES = ("float32", "float16", "int8", "binary")
 
@@ -26,6 +28,8 @@ class Int8Ranges:
         return cls(vectors.min(axis=0).astype(float).tolist(), vectors.max(axis=0).astype(float).tolist())
 
     def quantize(self, vectors: np.ndarray) -> np.ndarray:
+        import numpy as np
+
         low = np.asarray(self.low, dtype=np.float32)
         steps = (np.asarray(self.high, dtype=np.float32) - low) / 255
         steps[steps == 0] = 1.0  # a constant dimension maps to -128
@@ -40,6 +44,8 @@ def stored_width(dim: int, dtype: str) -> int:
 
 def to_storage(vectors: np.ndarray, dtype: str, ranges: Int8Ranges | None = None) -> np.ndarray:
     """`vectors` (float32) in the stored dtype; int8 needs the calibration `ranges`."""
+    import numpy as np
+
     if dtype == "float32":
         return vectors.astype(np.float32, copy=False)
     if dtype == "float16":
