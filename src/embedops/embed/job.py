@@ -306,8 +306,16 @@ def _embed_here(
     progress: Callable[[int], object],
     stats: RunStats,
 ) -> Vectors:
-    for index in missing:
-        block = read_shard(source, starts[index], manifest.shard_rows(index))
+    """One pass over the input from the first missing shard on: reading each shard from its own first
+    line would skip all the lines before it again, shard after shard."""
+    if not missing:
+        return
+    wanted = set(missing)
+    records = source.read(starts[missing[0]])
+    for index in range(missing[0], manifest.shard_count):
+        block = list(islice(records, manifest.shard_rows(index)))
+        if index not in wanted:
+            continue
         before = encoder.truncated
         vectors = encoder.encode([passage.text for passage in block], progress)
         stats.truncated += encoder.truncated - before
