@@ -1,5 +1,5 @@
 # embedops — every target installs what it needs into .venv on first use, so a fresh clone works.
-# Seed targets: train-deps, embed-finetune, embed-quantize, embed-serve. Project: demo, test, bench, lint.
+# Seed targets: train-deps, embed-finetune, embed-quantize, embed-serve. Project: demo, test, test-fast, bench, lint.
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -29,12 +29,14 @@ GATE ?=
 SERVE ?=
 TIME_BUDGET ?=
 
-.PHONY: help install train-deps embed-finetune embed-merge embed-quantize embed-eval embed-serve pipeline demo test lint bench clean
+.PHONY: help install train-deps embed-finetune embed-merge embed-quantize embed-eval embed-serve pipeline demo test test-fast lint bench clean
 
 help:
 	@echo "make demo                 the whole pipeline on the bundled model and sample data, then serve it"
 	@echo "make pipeline DATA=… OUTPUT=runs/… [EVAL_DATA=… QUANTIZE=int8 GATE='ndcg@10>=+0.5' USE_LORA=1 TIME_BUDGET=45m SERVE=1]"
 	@echo "make test                 install everything into $(VENV) and run the test suite"
+	@echo "make test-fast            the unit tests not marked slow (under 3 minutes); make test runs everything"
+	@echo "make lint                 ruff check, ruff format --check and mypy"
 	@echo "make train-deps           install runtime + training dependencies into $(VENV)"
 	@echo "make embed-finetune DATA=… OUTPUT=… [EPOCHS= BATCH= LR= USE_LORA=1 BASE=…]"
 	@echo "make embed-quantize MODEL=… OUTPUT=… DTYPE=int8|int4|fp16|bf16"
@@ -95,9 +97,13 @@ test: $(VENV)/.dev-$(PINS)
 	$(BIN)/ruff check .
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q $(PYTEST_ARGS)
 
+test-fast: $(VENV)/.dev-$(PINS)
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -m "not integration and not slow" $(PYTEST_ARGS)
+
 lint: $(VENV)/.dev-$(PINS)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: $(VENV)/.dev-$(PINS)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/train_bench.py

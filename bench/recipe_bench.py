@@ -219,7 +219,7 @@ def main() -> None:
         dataset = DATA / args.dataset
         if not dataset.is_dir():
             raise SystemExit(f"{args.dataset} not found at {dataset}")
-        when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        when = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         with tempfile.TemporaryDirectory() as scratch:
             if args.row == "default" and args.from_run:
                 row = run_row(Path(args.from_run))

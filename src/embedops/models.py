@@ -19,13 +19,14 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from embedops.artifact import Manifest, read_manifest, sha256_file, verify_artifact
 from embedops.errors import ArtifactError, ModelNotFoundError
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Transformer
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 _BUNDLED_NAMES = {DEFAULT_MODEL, "all-MiniLM-L6-v2"}
@@ -261,7 +262,7 @@ def load_merged(model: ModelRef | str | Path, *, device: str | None = None) -> S
     from peft import PeftModel
 
     merged = load(_adapter_base(ref), device=device)
-    transformer = merged[0]
+    transformer = cast("Transformer", merged[0])  # an adapter's base is a transformer model, first module
     transformer.auto_model = PeftModel.from_pretrained(transformer.auto_model, str(ref.path)).merge_and_unload()
     if ref.manifest.max_seq_length:
         merged.max_seq_length = ref.manifest.max_seq_length
@@ -334,7 +335,7 @@ def _sentence_transformers_module(entry: dict[str, Any], source: Path) -> Any:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def _onnx_runtime_transformer() -> type:
+def _onnx_runtime_transformer() -> type[Transformer]:
     """sentence-transformers' Transformer (tokenizer, config, pooling inputs) with an ONNX Runtime session
     in place of the torch model; built on call so that importing this module stays free of torch."""
     import torch

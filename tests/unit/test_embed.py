@@ -161,6 +161,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_vectors_equal_the_servers_embed_over_http(tmp_path: Path, tiny_model_dir: Path) -> None:
     corpus = write_tsv(tmp_path / "c.tsv", PASSAGES)
     port = free_port()
@@ -259,6 +260,7 @@ def test_a_damaged_shard_is_embedded_again_on_resume(tmp_path: Path, tiny_model_
     np.testing.assert_array_equal(after, before)
 
 
+@pytest.mark.slow
 def test_kill_minus_9_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path: Path, tiny_model_dir: Path) -> None:
     rows = [(f"p{i}", f"passage number {i} about topic {i % 97} and more words {i * 7}") for i in range(6000)]
     corpus = write_tsv(tmp_path / "big.tsv", rows)

@@ -77,6 +77,14 @@ def test_sick_split_maps_to_semeval_set(tmp_path: Path) -> None:
         load_task(path, split="test")
 
 
+def test_sick_header_without_a_required_column_names_it_at_line_1(tmp_path: Path) -> None:
+    path = tmp_path / "SICK.txt"
+    path.write_text(SICK_HEADER.replace("relatedness_score", "score") + "1\ta\tb\tNEUTRAL\t4.5\tTRAIN\n")
+    with pytest.raises(DataError, match=r"SICK\.txt:1: the SICK header has no relatedness_score column") as raised:
+        load_task(path, task="sts")
+    assert (raised.value.path, raised.value.line) == (str(path), 1)
+
+
 def test_triples_share_repeated_texts_as_one_document(tmp_path: Path) -> None:
     path = tmp_path / "triples.tsv"
     path.write_text("q1\tp\tn1\nq2\tp\tn2\nq3\tn1\tp\n")

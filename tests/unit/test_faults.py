@@ -347,6 +347,7 @@ def write_pairs(path: Path, count: int) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_kill_while_checkpointing_resumes_from_the_last_whole_checkpoint(tmp_path: Path, tiny_model_dir: Path) -> None:
     data, out = write_pairs(tmp_path / "pairs.tsv", 60), tmp_path / "ft"
     command = finetune_command(data, tiny_model_dir, out)
@@ -442,6 +443,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> N
     assert last.startswith("error: ") and all(word in result.stderr for word in words), result.stderr[-1000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("dtype", "writer"), [("int8", "onnx"), ("fp16", "safetensors")])
 def test_quantize_on_a_full_disk_fails_in_one_line_and_leaves_nothing(
     tmp_path: Path, tiny_model_dir: Path, dtype: str, writer: str

@@ -41,6 +41,7 @@ def finetune(*args: str) -> int:
     return main(["finetune", "--device", "cpu", *args])
 
 
+@pytest.mark.slow
 def test_full_finetune_writes_a_complete_artifact(tmp_path: Path, tiny_model_dir: Path) -> None:
     data = pairs_file(tmp_path / "pairs.tsv", 48)
     out = tmp_path / "ft"
@@ -144,6 +145,7 @@ def test_invalid_flags_exit_2(tmp_path: Path, capsys) -> None:
     assert "leaves nothing to train on" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_lora_adapter_loads_and_merge_matches(tmp_path: Path, tiny_model_dir: Path) -> None:
     data = pairs_file(tmp_path / "pairs.tsv", 32)
     adapter, merged = tmp_path / "lora", tmp_path / "merged"
@@ -197,6 +199,7 @@ def test_merge_refuses_a_non_adapter(tmp_path: Path, tiny_model_dir: Path, capsy
     assert "is not a LoRA adapter artifact" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_step_count(tmp_path: Path, tiny_model_dir: Path) -> None:
     data = pairs_file(tmp_path / "pairs.tsv", 120)
     out = tmp_path / "ft"

@@ -63,6 +63,7 @@ def run_offline(code: str, home: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_hub_id_loads_from_a_real_offline_cache(tmp_path: Path) -> None:
     bundled = resolve(DEFAULT_MODEL)
     hf_cache_with(tmp_path, "BAAI/bge-small-en-v1.5", bundled.path)

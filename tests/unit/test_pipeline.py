@@ -78,6 +78,7 @@ def first_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return data, output, time.perf_counter() - started
 
 
+@pytest.mark.slow
 def test_full_run_writes_every_artifact_and_the_report(first_run: tuple[Path, Path, float]) -> None:
     _, output, _ = first_run
     document = ledger(output)
@@ -112,6 +113,7 @@ def test_full_run_writes_every_artifact_and_the_report(first_run: tuple[Path, Pa
     assert "http://" not in page and "https://" not in page  # nothing to fetch: works offline
 
 
+@pytest.mark.slow
 def test_second_run_reuses_every_stage(
     first_run: tuple[Path, Path, float], tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -130,6 +132,7 @@ def test_second_run_reuses_every_stage(
     assert seconds < first_seconds / 4, (seconds, first_seconds)
 
 
+@pytest.mark.slow
 def test_changed_data_reruns_finetune_and_what_follows(
     first_run: tuple[Path, Path, float], tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -149,6 +152,7 @@ def test_changed_data_reruns_finetune_and_what_follows(
     assert not list(output.glob(".finetuned.*")) and not list(output.glob(".quantized.*"))
 
 
+@pytest.mark.slow
 def test_impossible_gate_stops_with_exit_1_and_valid_artifacts(
     tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -226,6 +230,7 @@ def test_recipe_leaves_length_and_step_to_validation() -> None:
     assert sum("given" in line for line in given.why) == 4 and any("early stopping off" in line for line in given.why)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
 def test_report_renders_in_headless_chromium(first_run: tuple[Path, Path, float], tmp_path: Path) -> None:
     _, output, _ = first_run

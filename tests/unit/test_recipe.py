@@ -219,6 +219,7 @@ def run_until(command: list[str], directory: Path, pattern: str, cwd: Path) -> N
     process.wait()
 
 
+@pytest.mark.slow
 def test_a_killed_pipeline_continues_mid_probe_and_mid_run(tiny_model_dir: Path, tmp_path: Path) -> None:
     data, output = pairs_file(tmp_path / "pairs.tsv", 96), tmp_path / "run"
     command = [sys.executable, "-m", "embedops", "pipeline", "--data", str(data), "--output", str(output)]
@@ -240,6 +241,7 @@ def test_a_killed_pipeline_continues_mid_probe_and_mid_run(tiny_model_dir: Path,
     assert len(selection["probe"]["candidates"]) == 3 and not work.exists()
 
 
+@pytest.mark.slow
 def test_max_forgetting_stops_a_model_that_lost_general_ability(
     tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

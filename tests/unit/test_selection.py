@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from embedops.artifact import read_manifest
 from embedops.evaluate.datasets import load_triples
@@ -51,6 +52,7 @@ def test_wrecked_training_stops_early_and_keeps_the_weights_from_before(tmp_path
     np.testing.assert_allclose(encode(tmp_path / "ft"), encode(tiny_model_dir), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_learning_run_keeps_its_best_trained_epoch(tmp_path: Path, tiny_model_dir: Path) -> None:
     train, validation = pairs_file(tmp_path / "train.tsv", range(64)), pairs_file(tmp_path / "v.tsv", range(100, 116))
     chosen = selection(validation, patience=0)

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 REQUESTS = 24
@@ -39,6 +40,7 @@ def embed_count(text: str) -> float:
     return 0.0
 
 
+@pytest.mark.slow
 def test_two_workers_share_the_load_and_one_metrics_view(tiny_model_dir: Path, tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"

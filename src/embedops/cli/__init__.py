@@ -83,7 +83,7 @@ def _io_error_line(exc: BaseException) -> str | None:
 class _CurrentStderr(logging.StreamHandler):
     """Writes to whatever sys.stderr is when a record is logged (tests and wrappers swap it)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             data=args.data,
             output=args.output,
             corpus=args.corpus,
-            model=args.model,
+            model=args.model or "",
             num_negatives=args.num_negatives,
             range_min=args.range_min,
             range_max=args.range_max,

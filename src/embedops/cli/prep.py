@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
             near_dup_threshold=args.near_dup_threshold,
             near_dup_method=args.near_dup_method,
             removed=args.removed,
-            model=args.model,
+            model=args.model or "",
             seed=args.seed,
             force=args.force,
         )

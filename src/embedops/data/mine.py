@@ -38,7 +38,7 @@ class MineConfig:
     data: Path
     output: Path
     corpus: Path | None = None
-    model: str | None = None
+    model: str = ""  # "": the bundled base model
     num_negatives: int = 1
     range_min: int = 10
     range_max: int = 100

@@ -58,7 +58,7 @@ class PrepConfig:
     near_dup_threshold: float = 0.9
     near_dup_method: str = "minhash"
     removed: Path | None = None
-    model: str | None = None  # tokenizer for token lengths, encoder for --near-dup-method embedding
+    model: str = ""  # tokenizer for token lengths, encoder for --near-dup-method embedding; "": the bundled model
     seed: int = 42
     batch_size: int = 64
     force: bool = False
@@ -172,13 +172,12 @@ def _scan(config: PrepConfig, counter: TokenCounter) -> _Fingerprints:
     progress = tqdm(desc="prep: reading", unit=" pairs", disable=None)
     for batch in _batches(PairReader(config.data, allow_empty=True)):
         rows = [_normalized(example) for example in batch]
-        columns = {
+        columns: dict[str, np.ndarray] = {
             "status": np.array([_first_reason(row, config) for row in rows], dtype=np.int8),
             "line": np.array([example.line for example in batch], dtype=np.int64),
             "pair_hash": np.array([_digest(*row) for row in rows], dtype=np.uint64),
         }
-        for side in (0, 1):
-            side_texts = [row[side] for row in rows]
+        for side, side_texts in enumerate(([row[0] for row in rows], [row[1] for row in rows])):
             columns[f"hash{side}"] = np.array([_digest(text) for text in side_texts], dtype=np.uint64)
             columns[f"sig{side}"] = hasher.signatures([matching_form(text) for text in side_texts])
             columns[f"chars{side}"] = np.array([len(text) for text in side_texts], dtype=np.int32)
@@ -257,7 +256,7 @@ def _write(config: PrepConfig, prints: _Fingerprints, duplicate_of: np.ndarray, 
         decision = prints.status[index]
         if decision in (TRAIN, EVAL):
             writer = train if decision == TRAIN or evaluation is None else evaluation
-            writer.write(*_normalized(example)[: 3 if example.negative is not None else 2])
+            writer.write(*_normalized(example))
         elif removed is not None:
             record = {"line": example.line, "reason": REASONS[int(decision)]}
             if duplicate_of[index] >= 0:

@@ -238,7 +238,7 @@ def run_embed(config: EmbedConfig) -> EmbedResult:
         "backend": ref.manifest.backend,
         "dtype": ref.manifest.dtype,
     }
-    plan = {"model": model, "input": input_fingerprint(source), "options": options}
+    plan: dict[str, Any] = {"model": model, "input": input_fingerprint(source), "options": options}
     previous = _previous_run(output, plan, force=config.force)
     found = scan(source, config.shard_size)
     logger.info("read %d passages from %s", found.count, source.path)
@@ -334,8 +334,8 @@ def _store(vectors: Vectors, output: Path, manifest: EmbedManifest, started: flo
         if manifest.vector_dtype == "int8" and manifest.int8_ranges is None:
             if index != 0:
                 raise RuntimeError("int8 ranges must be taken from shard 0, which has to arrive first")
-            ranges = Int8Ranges.of(block)
-            manifest.int8_ranges = {"low": ranges.low, "high": ranges.high}
+            taken = Int8Ranges.of(block)
+            manifest.int8_ranges = {"low": taken.low, "high": taken.high}
             manifest.write(output)  # before the shard, so a resumed run quantizes with the same ranges
         ranges = Int8Ranges(**manifest.int8_ranges) if manifest.int8_ranges else None
         write_shard(path, ids, to_storage(block, manifest.vector_dtype, ranges), plan=manifest.plan, index=index)

@@ -7,6 +7,7 @@ A vector column is a fixed-size list, so readers (pyarrow, DuckDB, LanceDB, pand
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -17,7 +18,7 @@ PLAN_KEY = b"embedops.plan"
 SHARD_KEY = b"embedops.shard"
 
 
-def _pyarrow() -> tuple[object, object]:
+def _pyarrow() -> tuple[ModuleType, ModuleType]:
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq

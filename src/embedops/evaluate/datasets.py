@@ -234,7 +234,7 @@ def load_beir(directory: Path, split: str) -> RetrievalTask:
 def load_sts(path: Path, split: str) -> SimilarityTask:
     """SICK (header with sentence_A/B, relatedness_score) or STS-B (7 tab-separated fields, no quoting)."""
     header = _first_line(path).split("\t")
-    if all(column in header for column in _SICK_COLUMNS[:3]):
+    if any(column in header for column in _SICK_COLUMNS[:3]):
         return _load_sick(path, header, split)
     return _load_stsb(path)
 
@@ -256,7 +256,11 @@ def _load_stsb(path: Path) -> SimilarityTask:
 
 
 def _load_sick(path: Path, header: list[str], split: str) -> SimilarityTask:
-    columns = [header.index(name) if name in header else None for name in _SICK_COLUMNS]
+    missing = [name for name in _SICK_COLUMNS[:3] if name not in header]
+    if missing:
+        raise DataError(path, 1, f"the SICK header has no {', '.join(missing)} column")
+    a, b, score = (header.index(name) for name in _SICK_COLUMNS[:3])
+    split_column = header.index(_SICK_COLUMNS[3]) if _SICK_COLUMNS[3] in header else None
     wanted = _SICK_SPLITS.get(split.lower(), split.upper())
     first: list[str] = []
     second: list[str] = []
@@ -267,7 +271,6 @@ def _load_sick(path: Path, header: list[str], split: str) -> SimilarityTask:
         cells = line.split("\t")
         if len(cells) < len(header):
             raise DataError(path, number, f"found {len(cells)} fields; the header names {len(header)}")
-        a, b, score, split_column = columns
         if split_column is not None and cells[split_column] != wanted:
             continue
         if not _is_float(cells[score]):

@@ -88,8 +88,10 @@ def _data_stage(config: PipelineConfig, ledger: Ledger, base_hash: str) -> tuple
         return summary | {"data": str(config.data.absolute()), "sha256": inputs["data_sha256"], "prep": cleaned}
 
     record = ledger.run_stage("data", inputs, prepare, output=directory, output_hash=_files_hash)
-    eval_data = directory / HELDOUT_DIR if hold_out else config.eval_data
-    validation = (config.eval_data if dev_split else directory / HELDOUT_DIR, VALIDATION_SPLIT)
+    held_out = directory / HELDOUT_DIR
+    eval_data = config.eval_data if config.eval_data is not None else held_out
+    # A dev split implies --eval-data (a BEIR directory); the test repeats it for the type checker.
+    validation = (config.eval_data if dev_split and config.eval_data is not None else held_out, VALIDATION_SPLIT)
     return directory / TRAIN_FILE, eval_data, validation, record.result
 
 

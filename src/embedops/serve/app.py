@@ -11,7 +11,7 @@ import asyncio
 import base64
 import hmac
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -350,7 +350,7 @@ def _body(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def _error_response(
-    request: Request, exc: EmbedopsError, metrics: ServeMetrics, headers: dict[str, str] | None = None
+    request: Request, exc: EmbedopsError, metrics: ServeMetrics, headers: Mapping[str, str] | None = None
 ) -> Response:
     """The one place an error becomes an HTTP response, in the error shape the route's clients parse."""
     status = exc.http_status

@@ -45,6 +45,7 @@ class EndpointEncoder:
                     f"embedding endpoint {self.url} answered {response.status_code}: {response.text[:300]}"
                 )
             return np.asarray(response.json()["embeddings"], dtype=np.float32)
+        raise AssertionError("unreachable: itertools.count() never ends")
 
     def close(self) -> None:
         self._client.close()

@@ -8,6 +8,7 @@ import shutil
 import socket
 import sys
 import tempfile
+from typing import Any
 
 from embedops.serve.settings import ServeSettings
 
@@ -20,7 +21,7 @@ def serve(settings: ServeSettings) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     ref = resolve(settings.model)  # a wrong model fails here, before any port is taken
-    options = {
+    options: dict[str, Any] = {  # uvicorn.Config's keyword arguments
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
@@ -43,7 +44,7 @@ def serve(settings: ServeSettings) -> None:
     server.run(sockets=[listener])
 
 
-def _serve_workers(settings: ServeSettings, options: dict) -> None:
+def _serve_workers(settings: ServeSettings, options: dict[str, Any]) -> None:
     """N uvicorn worker processes, each with its own engine; /metrics adds up all of them."""
     import uvicorn
 

@@ -28,6 +28,7 @@ from embedops.train.probe import ProbeOutcome, estimate_line
 from embedops.train.records import plot_loss, plot_validation, write_model_card, write_training_log
 
 if TYPE_CHECKING:
+    import numpy as np
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer
 
@@ -58,11 +59,11 @@ def scan_data(config: FinetuneConfig) -> tuple[ReadStats, str]:
     return reader.stats, sha256_file(config.data)
 
 
-def _examples(path: str, skip_invalid: bool, with_negative: bool, data_sha256: str) -> Iterator[dict[str, str]]:
+def _examples(path: str, skip_invalid: bool, with_negative: bool, data_sha256: str) -> Iterator[dict[str, str | None]]:
     # data_sha256 is unused here but part of the arguments, so datasets' cache key changes with the content.
     del data_sha256
     for example in PairReader(path, skip_invalid=skip_invalid):
-        row = {"anchor": example.anchor, "positive": example.positive}
+        row: dict[str, str | None] = {"anchor": example.anchor, "positive": example.positive}
         if with_negative:
             row["negative"] = example.negative
         yield row
@@ -202,10 +203,13 @@ def _device(config: FinetuneConfig) -> str:
 
 def sanity_eval(model: SentenceTransformer, holdout: Dataset, batch_size: int) -> dict[str, float]:
     """MRR@10 and Hit@1 of each held-out anchor's own positive among all held-out documents."""
-    kwargs = {"batch_size": batch_size, "normalize_embeddings": True, "show_progress_bar": False}
-    anchors = model.encode(holdout["anchor"], **kwargs)
-    positives = model.encode(holdout["positive"], **kwargs)
-    negatives = model.encode(holdout["negative"], **kwargs) if "negative" in holdout.column_names else None
+
+    def encode(texts: list[str]) -> np.ndarray:
+        return model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
+
+    anchors = encode(holdout["anchor"])
+    positives = encode(holdout["positive"])
+    negatives = encode(holdout["negative"]) if "negative" in holdout.column_names else None
     metrics = pair_retrieval_metrics(anchors, positives, negatives, k=10)
     return {"mrr@10": metrics["mrr@10"], "hit@1": metrics["hit@1"]}
 
@@ -219,12 +223,16 @@ def _training_arguments(
     from sentence_transformers.training_args import BatchSamplers
 
     use_cuda = device.startswith("cuda")
+    precision = _precision_flags(config, use_cuda)
     probing = max_steps > 0
     total_steps = max_steps if probing else steps_per_epoch * config.epochs
     if config.lr_schedule == "plateau" or probing:
         # Constant after a warm-up of a tenth of one epoch: the length of the run is not known in advance,
         # so validation decays the rate (train.selection) instead of a schedule tied to the ceiling.
-        schedule = {"lr_scheduler_type": "constant_with_warmup", "warmup_steps": -(-steps_per_epoch // 10)}
+        schedule: dict[str, Any] = {
+            "lr_scheduler_type": "constant_with_warmup",
+            "warmup_steps": -(-steps_per_epoch // 10),
+        }
     else:
         schedule = {"lr_scheduler_type": "linear", "warmup_ratio": config.warmup_ratio}
     return SentenceTransformerTrainingArguments(
@@ -247,7 +255,8 @@ def _training_arguments(
         dataloader_drop_last=False,
         disable_tqdm=probing,
         **schedule,
-        **_precision_flags(config, use_cuda),
+        bf16=precision["bf16"],
+        fp16=precision["fp16"],
     )
 
 
@@ -259,8 +268,9 @@ def _probe(
     device: str,
     steps_per_epoch: int,
     selection: EpochSelection,
+    candidates: list[float],
 ) -> ProbeOutcome:
-    """Run the learning-rate probe (train.probe) over `config.lr_candidates`; the model ends at its base weights."""
+    """Run the learning-rate probe (train.probe) over `candidates`; the model ends at its base weights."""
     from sentence_transformers import SentenceTransformerTrainer
 
     from embedops.train.probe import probe_learning_rates, probe_steps
@@ -280,11 +290,9 @@ def _probe(
         trainer.train()
         return time.perf_counter() - started
 
-    logger.info(
-        "probe: %d learning rates, %d steps each, scored on %s", len(config.lr_candidates), steps, selection.source
-    )
+    logger.info("probe: %d learning rates, %d steps each, scored on %s", len(candidates), steps, selection.source)
     return probe_learning_rates(
-        config.lr_candidates,
+        candidates,
         train_at,
         lambda: selection.score(model),
         lambda: model.load_state_dict(base_state),
@@ -335,7 +343,7 @@ def finetune(config: FinetuneConfig, selection: EpochSelection | None = None) ->
     if config.lr_candidates:
         if selection is None:
             raise ConfigError("a learning-rate probe needs validation data to score the candidates")
-        probe = _probe(config, model, dataset, work, device, steps_per_epoch, selection)
+        probe = _probe(config, model, dataset, work, device, steps_per_epoch, selection, config.lr_candidates)
         lr, selection.probe = probe.chosen, probe.to_record()
         validation = sum(selection.validation_seconds) / max(1, len(selection.validation_seconds))
         logger.info(estimate_line(probe, steps_per_epoch, validation, config.epochs))
@@ -365,42 +373,34 @@ def finetune(config: FinetuneConfig, selection: EpochSelection | None = None) ->
     after = sanity_eval(model, holdout, config.batch_size) if holdout is not None else None
 
     # pairs/s counts the training itself; `seconds` is the whole run, across resumed segments, probe included.
-    manifest = _manifest(config, base, model, stats, data_sha256, trainer, train_seconds, len(dataset))
-    manifest.training.update(
+    training = _training_record(config, model, stats, data_sha256, trainer, train_seconds, len(dataset))
+    training.update(
         lr=lr,
         seconds=round(probe_seconds + train_seconds, 1),
         probe_seconds=round(probe_seconds, 1),
         segments=clock.segments,
     )
     if config.mine_negatives:
-        manifest.training.update(hard_negatives=True, mined_negatives=config.mine_negatives, mined=mined)
-        manifest.training["mine_corpus"] = str(config.mine_corpus) if config.mine_corpus else None
+        training.update(hard_negatives=True, mined_negatives=config.mine_negatives, mined=mined)
+        training["mine_corpus"] = str(config.mine_corpus) if config.mine_corpus else None
     if selection is not None:
-        manifest.training["selection"] = selection.to_record()
+        training["selection"] = selection.to_record()
     if holdout is not None:
-        manifest.training["sanity_eval"] = {"pairs": len(holdout), "before": before, "after": after}
+        training["sanity_eval"] = {"pairs": len(holdout), "before": before, "after": after}
+    manifest = _manifest(config, base, model, training)
     with ArtifactBuilder(config.output, force=config.force) as builder:
         model.save(str(builder.path), create_model_card=False)
         write_training_log(builder.path, trainer.state.log_history)
         plot_loss(builder.path, trainer.state.log_history)
         if selection is not None:
-            plot_validation(builder.path, manifest.training["selection"])
+            plot_validation(builder.path, training["selection"])
         write_model_card(builder.path, manifest, name=config.output.name)
         path = builder.publish(manifest)
     shutil.rmtree(work, ignore_errors=True)
     return FinetuneResult(path=path, manifest=manifest, stats=stats)
 
 
-def _manifest(
-    config: FinetuneConfig,
-    base: ModelRef,
-    model: SentenceTransformer,
-    stats: ReadStats,
-    data_sha256: str,
-    trainer: Any,
-    seconds: float,
-    train_pairs: int,
-) -> Manifest:
+def _manifest(config: FinetuneConfig, base: ModelRef, model: SentenceTransformer, training: dict[str, Any]) -> Manifest:
     source = base.manifest
     adapter = None
     if config.use_lora:
@@ -426,23 +426,35 @@ def _manifest(
         license=source.license,
         attribution=source.attribution,
         adapter=adapter,
-        training={
-            "data": str(config.data),
-            "data_sha256": data_sha256,
-            "pairs": train_pairs,
-            "skipped_lines": stats.skipped,
-            "hard_negatives": stats.with_negative > 0,
-            "epochs": config.epochs,
-            "epochs_run": round(trainer.state.epoch or 0, 2),
-            "batch_size": config.batch_size,
-            "lr": config.learning_rate,
-            "warmup_ratio": config.warmup_ratio,
-            "loss": config.loss,
-            "seed": config.seed,
-            "max_seq_length": model.max_seq_length,
-            "steps": trainer.state.global_step,
-            "seconds": round(seconds, 1),
-            "lr_schedule": config.lr_schedule,
-            "pairs_per_second": round(train_pairs * (trainer.state.epoch or 0) / seconds, 1) if seconds else None,
-        },
+        training=training,
     )
+
+
+def _training_record(
+    config: FinetuneConfig,
+    model: SentenceTransformer,
+    stats: ReadStats,
+    data_sha256: str,
+    trainer: Any,
+    seconds: float,
+    train_pairs: int,
+) -> dict[str, Any]:
+    return {
+        "data": str(config.data),
+        "data_sha256": data_sha256,
+        "pairs": train_pairs,
+        "skipped_lines": stats.skipped,
+        "hard_negatives": stats.with_negative > 0,
+        "epochs": config.epochs,
+        "epochs_run": round(trainer.state.epoch or 0, 2),
+        "batch_size": config.batch_size,
+        "lr": config.learning_rate,
+        "warmup_ratio": config.warmup_ratio,
+        "loss": config.loss,
+        "seed": config.seed,
+        "max_seq_length": model.max_seq_length,
+        "steps": trainer.state.global_step,
+        "seconds": round(seconds, 1),
+        "lr_schedule": config.lr_schedule,
+        "pairs_per_second": round(train_pairs * (trainer.state.epoch or 0) / seconds, 1) if seconds else None,
+    }

@@ -61,7 +61,7 @@ class EpochSelection:
     decay: float | None = None
     deadline: float | None = None
     curve: list[dict[str, float]] = field(default_factory=list)
-    best_epoch: int = 0
+    best_epoch: float = 0  # whole epochs are ints; a stretch cut short by the time budget is fractional (1.4)
     stopped_by: str = STOPPED_BY_CEILING
     probe: dict[str, Any] | None = None  # the learning-rate probe's record (train.probe), when one ran
     validation_seconds: list[float] = field(default_factory=list)
