@@ -1,9 +1,11 @@
 """Shared fixtures: a tiny real SentenceTransformer built from a config (fast unit tests), the
-bundled real model, and the real datasets in ../shared/data (skipped with a reason where absent)."""
+bundled real model, the real datasets in ../shared/data (skipped with a reason where absent), and a
+real PostgreSQL with pgvector that the session starts and stops itself."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,71 @@ def onnx_artifact(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
     target = tmp_path_factory.mktemp("onnx") / "tiny-int8"
     quantize(QuantizeConfig(model_path=str(tiny_model_dir), output=str(target), dtype="int8", check_samples=8))
     return target
+
+
+class PostgresServer:
+    """A real PostgreSQL 16 with pgvector from the `pgserver` wheel, in a temp dir, on a Unix socket only.
+
+    Started by hand from the wheel's binaries (its own launcher adds a system user when run as root);
+    as root the server runs as `nobody`, since PostgreSQL refuses to run as root.
+    """
+
+    def __init__(self, root: Path) -> None:
+        import importlib.util
+        import shutil
+        import subprocess
+
+        spec = importlib.util.find_spec("pgserver")
+        if spec is None or not spec.submodule_search_locations:
+            pytest.skip("pgserver is not installed (pip install -e '.[dev]')")
+        self.bin = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+        self.root = root
+        self.data = root / "data"
+        self.user = "nobody" if os.geteuid() == 0 else None
+        if self.user:
+            shutil.chown(root, self.user)
+        self._run = lambda *args: subprocess.run(
+            [str(self.bin / args[0]), *map(str, args[1:])], check=True, capture_output=True, user=self.user
+        )
+        self._run("initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+        options = f"-h '' -k {root} -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
+        self._run("pg_ctl", "-D", self.data, "-w", "-o", options, "-l", root / "log", "start")
+        self._databases = 0
+
+    def dsn(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@/{database}?host={self.root}"
+
+    def create_database(self) -> str:
+        """A fresh, empty database; its DSN."""
+        import psycopg
+
+        self._databases += 1
+        name = f"test_{self._databases}"
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return self.dsn(name)
+
+    def stop(self) -> None:
+        import shutil
+
+        self._run("pg_ctl", "-D", self.data, "-w", "-m", "fast", "stop")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One server for the session (under /tmp: a Unix socket path must stay short), stopped at the end."""
+    import tempfile
+
+    pytest.importorskip("psycopg")
+    server = PostgresServer(Path(tempfile.mkdtemp(prefix="embedops-pg-")))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def postgres_dsn(postgres_server: PostgresServer) -> str:
+    """A database of its own for each test, on the session's server."""
+    return postgres_server.create_database()

@@ -104,7 +104,7 @@ def project_copy(destination: Path) -> Path:
 
 
 @pytest.mark.skipif(shutil.which("make") is None or shutil.which("jq") is None, reason="needs make and jq")
-def test_every_readme_command_runs(tmp_path: Path) -> None:
+def test_every_readme_command_runs(tmp_path: Path, postgres_dsn: str) -> None:
     if not (ROOT / ".venv" / "bin" / "embedops").is_file():
         pytest.skip("the project's .venv is not installed (make test installs it)")
     readme = README.read_text(encoding="utf-8")
@@ -114,7 +114,8 @@ def test_every_readme_command_runs(tmp_path: Path) -> None:
     runner = tmp_path / "readme.sh"
     runner.write_text(script(readme, tmp_path), encoding="utf-8")
     env = {**os.environ, "PATH": f"{project / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}"}
-    env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    # `embedops index` and the workers' SQL read $EMBEDOPS_DB: a database on the PostgreSQL the session started.
+    env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", EMBEDOPS_DB=postgres_dsn)
     result = subprocess.run(["bash", str(runner)], cwd=project, env=env, capture_output=True, text=True, timeout=2300)
     output = result.stdout
     assert result.returncode == 0, output[-4000:] + result.stderr[-4000:]
@@ -123,6 +124,7 @@ def test_every_readme_command_runs(tmp_path: Path) -> None:
     after_make_pipeline = output.split("+ make pipeline", 1)[1]
     assert "finetune: reused" in after_make_pipeline and "quantize: reused" in after_make_pipeline
     assert "gate ndcg@10>=+2: passed" in output
+    assert "swapped passages to passages_v1" in output and "rolled back passages" in output
     assert "\n2 384\n" in output  # the openai SDK against /v1
     smoke = output.split("+ curl -s -X POST localhost:8010/embed", 1)[1].split("\n", 1)[1]
     assert smoke.strip().splitlines()[0] == "384"  # the seed's smoke test: what follows the echoed command

@@ -1,0 +1,1 @@
+"""`embedops index`: load an `embed` output into PostgreSQL + pgvector, verify it, and swap it live."""
