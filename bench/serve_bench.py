@@ -1,6 +1,6 @@
 """Serving throughput and latency against the same backend's in-process encode, on loopback only.
 
-    python bench/serve_bench.py [--model DIR] [--onnx-model DIR] [--infinity PYTHON] [--seconds 3] [--rounds 4]
+    python bench/serve_bench.py [--model DIR] [--onnx-model DIR ...] [--infinity PYTHON] [--seconds 3] [--rounds 4]
 
 For each server (ours on the given models; Infinity's torch engine when --infinity names a Python
 that has `infinity-emb[server,torch]`), it sends requests of 1 and 8 texts of ~40 words at
@@ -189,7 +189,10 @@ def _ratio(rates: list[float], baseline: list[float] | None) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
-    parser.add_argument("--onnx-model", help="an int8 ONNX artifact to serve as well")
+    parser.add_argument(
+        "--onnx-model", action="append", default=[], help="an int8 ONNX artifact to serve as well (repeatable)"
+    )
+    parser.add_argument("--skip-torch", action="store_true", help="leave out the torch fp32 server")
     parser.add_argument("--infinity", help="python of a virtualenv with infinity-emb[server,torch]")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of one measuring window")
     parser.add_argument("--rounds", type=int, default=4, help="windows per figure; ratios are taken within a round")
@@ -198,9 +201,10 @@ def main() -> None:
     from embedops.models import resolve
 
     model_dir = str(resolve(args.model).path)
-    servers = [("embedops torch fp32", model_dir, None)]
-    if args.onnx_model:
-        servers.append(("embedops onnx int8", args.onnx_model, None))
+    servers = [] if args.skip_torch else [("embedops torch fp32", model_dir, None)]
+    for onnx_model in args.onnx_model:
+        method = str((resolve(onnx_model).manifest.quantization or {}).get("method", "int8"))  # onnx-rowwise-int8, ...
+        servers.append((f"embedops {method.removeprefix('onnx-')}", onnx_model, None))
     if args.infinity:
         servers.append(("infinity torch", model_dir, args.infinity))
     rows, footprint = [], []

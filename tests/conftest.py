@@ -5,7 +5,10 @@ real PostgreSQL with pgvector that the session starts and stops itself."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,46 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared datasets not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+LaunchServer = Callable[[list[str], dict[str, str]], tuple[str, "subprocess.Popen[bytes]"]]
+
+
+@pytest.fixture(scope="session")
+def launch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchServer]:
+    """Start a server command (it gets `--port` and a free port appended) on loopback and wait for /readyz.
+
+    Returns its URL and process; every server still running is killed when the session ends.
+    """
+    import httpx
+
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def launch(command: list[str], env: dict[str, str]) -> tuple[str, subprocess.Popen[bytes]]:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        log = tmp_path_factory.mktemp("serve") / "server.log"
+        full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "SERVE_HOST": "127.0.0.1", **env}
+        process = subprocess.Popen([*command, "--port", str(port)], env=full_env, stderr=log.open("wb"))
+        processes.append(process)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    return url, process
+            except httpx.TransportError:
+                pass
+            time.sleep(0.25)
+        process.kill()
+        pytest.fail(f"server did not become ready: {log.read_text()[-2000:]}")
+
+    yield launch
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 @pytest.fixture(scope="session")

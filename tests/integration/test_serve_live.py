@@ -9,11 +9,9 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -30,12 +28,6 @@ TEXT = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def reference_model():
     from embedops.models import load
@@ -44,38 +36,12 @@ def reference_model():
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def live(launch_server) -> tuple[str, subprocess.Popen[bytes]]:
     from embedops.models import resolve
 
-    port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "SERVE_MAX_QUEUE": str(MAX_QUEUE), "SERVE_HOST": "127.0.0.1"}
-    command = [
-        sys.executable,
-        str(ROOT / "scripts" / "serve_embedding_model.py"),
-        "--model",
-        str(resolve("sentence-transformers/all-MiniLM-L6-v2").path),
-        "--port",
-        str(port),
-        "--normalize",
-        "--no-access-log",
-    ]
-    log = tmp_path_factory.mktemp("serve") / "server.log"
-    process = subprocess.Popen(command, env=env, stderr=log.open("wb"))
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.25)
-    else:
-        process.kill()
-        pytest.fail(f"server did not become ready: {log.read_text()[-2000:]}")
-    yield url, process
-    if process.poll() is None:
-        process.kill()
-        process.wait()
+    model = str(resolve("sentence-transformers/all-MiniLM-L6-v2").path)
+    command = [sys.executable, str(ROOT / "scripts" / "serve_embedding_model.py"), "--model", model]
+    return launch_server([*command, "--normalize", "--no-access-log"], {"SERVE_MAX_QUEUE": str(MAX_QUEUE)})
 
 
 def test_seed_smoke_curl_jq_prints_dim(live: tuple[str, subprocess.Popen[bytes]]) -> None:

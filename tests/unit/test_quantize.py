@@ -16,7 +16,9 @@ import pytest
 
 from embedops.artifact import Manifest, read_manifest
 from embedops.cli import main
-from embedops.models import load
+from embedops.models import load, resolve
+from embedops.quantize.kernels import cpu_class
+from embedops.serve.engine import Engine
 
 SENTENCES = ["the cat sat on the mat", "stock markets fell sharply", "how do I reset my password?"]
 
@@ -38,7 +40,12 @@ def test_int8_artifact_is_onnx_only_and_described(int8_artifact: Path, tiny_mode
     assert manifest.file.startswith("onnx/model_qint8_") and (int8_artifact / manifest.file).is_file()
     assert manifest.parent == str(tiny_model_dir) and manifest.normalize and manifest.dim == 32
     quantization = manifest.quantization
-    assert quantization["method"] == "onnx-dynamic-int8" and quantization["source"] == str(tiny_model_dir)
+    assert quantization["method"] == "onnx-rowwise-int8" and quantization["source"] == str(tiny_model_dir)
+    assert (
+        manifest.file == f"onnx/model_qint8_rowwise_{quantization['kernel']}.onnx"
+        and quantization["batch_invariant"] is True
+    )
+    assert quantization["cpu"]["class"] == cpu_class() and quantization["embeddings"]["tables"] == 3
     assert {"mean_cosine", "p5_cosine", "min_cosine", "top10_overlap", "drift"} <= set(quantization["drift"])
     assert not list(int8_artifact.glob("*.safetensors"))  # no torch weights riding along
     assert [p.name for p in (int8_artifact / "onnx").iterdir()] == [Path(manifest.file).name]
@@ -52,6 +59,50 @@ def test_int8_artifact_encodes_like_its_source(int8_artifact: Path, tiny_model_d
     assert np.allclose(np.linalg.norm(ours, axis=1), 1, atol=1e-4)  # Normalize module kept
     assert (ours * theirs).sum(1).min() > 0.9
     assert quantized.max_seq_length == source.max_seq_length == 64
+
+
+VARIED = [
+    "a",
+    "the cat sat on the mat",
+    "stock markets fell sharply after the announcement of new tariffs on imported steel and aluminium",
+    "how do I reset my password?",
+    "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen",
+    "short",
+    "a sentence of middling length about nothing much",
+    "why is the sky blue during the day and red at sunset",
+]
+
+
+def lowest_batch_cosine(embed, texts: list[str], rounds: int = 6) -> float:
+    """Lowest cosine between each text's vector alone and its vector inside shuffled batches of all texts."""
+    alone = np.concatenate([embed([text]) for text in texts])
+    rng = np.random.default_rng(0)
+    lowest = 1.0
+    for _ in range(rounds):
+        order = rng.permutation(len(texts))
+        batched = embed([texts[i] for i in order])
+        lowest = min(lowest, float((batched * alone[order]).sum(axis=1).min()))
+    return lowest
+
+
+def test_int8_gives_a_text_the_same_vector_in_any_batch(int8_artifact: Path) -> None:
+    """Activations are scaled per row, never per batch: padding and neighbours leave a vector as it is,
+    in the server's engine and through sentence-transformers alike."""
+    engine = Engine(resolve(str(int8_artifact)))
+    assert engine.info.batch_invariant
+    assert lowest_batch_cosine(lambda texts: engine.embed(engine.tokenize(texts, truncate=True)), VARIED) > 0.99999
+    model = load(int8_artifact)
+    assert lowest_batch_cosine(lambda texts: model.encode(texts, normalize_embeddings=True), VARIED) > 0.99999
+
+
+def test_dynamic_int8_is_kept_as_an_option(tiny_model_dir: Path, tmp_path: Path) -> None:
+    output = tmp_path / "dynamic"
+    argv = ["quantize", "--model-path", str(tiny_model_dir), "--output", str(output), "--int8-scheme", "dynamic"]
+    assert main([*argv, "--target-cpu", "avx2", "--check-samples", "8"]) == 0
+    manifest = read_manifest(output)
+    assert manifest.file == "onnx/model_qint8_avx2.onnx"
+    assert manifest.quantization["method"] == "onnx-dynamic-int8" and manifest.quantization["batch_invariant"] is False
+    assert not Engine(resolve(str(output))).info.batch_invariant
 
 
 def test_int8_artifact_loads_as_a_plain_onnx_session(int8_artifact: Path) -> None:
@@ -119,8 +170,11 @@ def assert_int4_graph(path: Path, *, embedding_block: int, matmul_block: int) ->
     assert not [node for node in graph.node if node.op_type == "MatMul" and node.input[1] in weights]
 
 
-@pytest.mark.parametrize(("depths", "block"), [((384, 1536), 128), ((32, 64), 32), ((48,), 32), ((8,), 16)])
-def test_matmul_block_fits_the_shortest_weight(depths: tuple[int, ...], block: int) -> None:
+@pytest.mark.parametrize(
+    ("depths", "wanted", "block"),
+    [((384, 1536), 128, 128), ((384, 1536), 64, 64), ((32, 64), 128, 32), ((48,), 64, 32), ((8,), 128, 16)],
+)
+def test_matmul_block_fits_the_shortest_weight(depths: tuple[int, ...], wanted: int, block: int) -> None:
     import onnx
     from onnx import TensorProto, helper
 
@@ -129,7 +183,7 @@ def test_matmul_block_fits_the_shortest_weight(depths: tuple[int, ...], block: i
     nodes = [helper.make_node("MatMul", ["x", f"w{i}"], [f"y{i}"]) for i in range(len(depths))]
     weights = [helper.make_tensor(f"w{i}", TensorProto.FLOAT, [k, 4], [0.0] * 4 * k) for i, k in enumerate(depths)]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1])], [], weights)
-    assert _matmul_block(onnx.helper.make_model(graph)) == block
+    assert _matmul_block(onnx.helper.make_model(graph), wanted) == block
 
 
 def test_fp16_keeps_torch_weights_in_half_precision(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -288,6 +342,7 @@ def test_lora_adapter_is_merged_first(tiny_model_dir: Path, tmp_path: Path) -> N
     assert (quantized * tuned).sum(1).mean() > (quantized * base).sum(1).mean()
 
 
+@pytest.mark.slow
 def test_killed_quantization_leaves_nothing(tiny_model_dir: Path, tmp_path: Path) -> None:
     output = tmp_path / "killed"
     process = subprocess.Popen(

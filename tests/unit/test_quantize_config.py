@@ -6,7 +6,7 @@ import pytest
 
 from embedops.errors import ConfigError
 from embedops.quantize import QuantizeConfig
-from embedops.quantize.kernels import cpu_flags, detect_kernel
+from embedops.quantize.kernels import cpu_class, cpu_flags, detect_kernel, serving_warning
 
 
 def config(**overrides: object) -> QuantizeConfig:
@@ -80,3 +80,36 @@ def test_cpu_flags_reads_cpuinfo(tmp_path) -> None:
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma\n")
     assert cpu_flags(cpuinfo) == {"fpu", "sse", "avx2", "fma"}
     assert cpu_flags(tmp_path / "absent") == set()
+
+
+@pytest.mark.parametrize(
+    ("machine", "flags", "expected"),
+    [
+        ("x86_64", {"avx2", "avx512f", "avx512_vnni", "amx_int8", "amx_tile"}, "amx"),
+        ("x86_64", {"avx2", "avx512f", "avx512_vnni"}, "avx512_vnni"),
+        ("x86_64", {"avx2", "avx_vnni"}, "avx_vnni"),
+        ("x86_64", {"avx2", "avx512f"}, "avx512"),
+        ("x86_64", {"avx2", "fma"}, "avx2"),
+        ("x86_64", {"sse4_2"}, "other"),
+        ("aarch64", {"asimd"}, "arm64"),
+    ],
+)
+def test_cpu_class_names_the_fastest_int8_instructions(machine: str, flags: set[str], expected: str) -> None:
+    assert cpu_class(machine, flags) == expected
+
+
+AVX2 = {"avx2", "fma"}
+VNNI = {"avx2", "avx512f", "avx512_vnni"}
+
+
+def test_serving_warning_names_a_cpu_class_mismatch() -> None:
+    rowwise = {"method": "onnx-rowwise-int8", "cpu": {"class": "avx512_vnni"}}
+    assert serving_warning(rowwise, "x86_64", VNNI) is None
+    moved = serving_warning(rowwise, "x86_64", AVX2)
+    assert moved is not None and "avx512_vnni CPU" in moved and "avx2 CPU" in moved and "slower" in moved
+    signed = {"method": "onnx-dynamic-int8", "kernel": "avx512_vnni", "cpu": {"class": "avx512_vnni"}}
+    saturates = serving_warning(signed, "x86_64", AVX2)
+    assert saturates is not None and "saturate" in saturates and "--target-cpu avx2" in saturates
+    assert serving_warning({"method": "onnx-dynamic-int8", "kernel": "avx2"}, "x86_64", AVX2) is None  # unrecorded cpu
+    assert serving_warning({"method": "onnx-weight-only-int4-embeddings-int8-matmuls"}, "x86_64", AVX2) is None
+    assert serving_warning(None, "x86_64", AVX2) is None

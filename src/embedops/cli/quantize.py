@@ -29,10 +29,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--target-cpu",
         default="auto",
         choices=("auto", "avx512_vnni", "avx512", "avx2", "arm64"),
-        help="int8 kernel configuration (default: the CPU this runs on)",
+        help="int8 kernel configuration to build for (default: the CPU this runs on)",
+    )
+    parser.add_argument(
+        "--int8-scheme",
+        default="rowwise",
+        choices=("rowwise", "dynamic"),
+        help="rowwise (default): activations scaled per token, so a text gets the same vector in any batch; "
+        "dynamic: activations scaled per batch (ONNX Runtime's quantize_dynamic)",
     )
     parser.add_argument(
         "--block-size", type=int, default=32, help="int4: embedding-table weights per 4-bit block (default 32)"
+    )
+    parser.add_argument(
+        "--calibration-data",
+        metavar="FILE",
+        help="int8: pairs file whose texts calibrate the activation smoothing (default: built-in general sentences)",
     )
     drift = parser.add_argument_group("drift check")
     drift.add_argument("--check-data", metavar="FILE", help="pairs file to compare on (default: built-in sentences)")
@@ -58,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         backend=args.backend,
         target_cpu=args.target_cpu,
+        int8_scheme=args.int8_scheme,
+        calibration_data=args.calibration_data,
         check_data=args.check_data,
         check_samples=args.check_samples,
         max_drift=args.max_drift,

@@ -9,6 +9,8 @@ from embedops.errors import ConfigError
 DTYPES = ("int8", "int4", "fp16", "bf16")
 BACKENDS = ("auto", "onnx", "torch", "bnb")
 TARGET_CPUS = ("auto", "avx512_vnni", "avx512", "avx2", "arm64")
+# rowwise: batch-invariant, the default; dynamic: activations scaled per batch (see quantize/onnx_int.py).
+INT8_SCHEMES = ("rowwise", "dynamic")
 # The backend each dtype gets with --backend auto: integer types run on CPUs through ONNX Runtime,
 # half precision is for GPU serving with torch.
 DEFAULT_BACKEND = {"int8": "onnx", "int4": "onnx", "fp16": "torch", "bf16": "torch"}
@@ -37,6 +39,8 @@ class QuantizeConfig:
     dtype: str = "int8"
     backend: str = "auto"
     target_cpu: str = "auto"
+    int8_scheme: str = "rowwise"
+    calibration_data: str | None = None
     check_data: str | None = None
     check_samples: int = 500
     max_drift: float | None = None
@@ -55,6 +59,8 @@ class QuantizeConfig:
             )
         if self.target_cpu not in TARGET_CPUS:
             raise ConfigError(f"--target-cpu {self.target_cpu!r} is not one of {', '.join(TARGET_CPUS)}")
+        if self.int8_scheme not in INT8_SCHEMES:
+            raise ConfigError(f"--int8-scheme {self.int8_scheme!r} is not one of {', '.join(INT8_SCHEMES)}")
         if self.max_drift is not None and not 0 <= self.max_drift <= 1:
             raise ConfigError(f"--max-drift {self.max_drift} must be between 0 and 1 (it is 1 - mean cosine)")
         if self.check_samples < 2:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Transformer
 
 OPSET = 17  # LayerNormalization as one node; every maintained ONNX Runtime runs it
 OUTPUT_NAME = "last_hidden_state"
@@ -22,9 +23,9 @@ def export_onnx(model: SentenceTransformer, path: Path) -> list[str]:
     """Write `model[0]`'s transformer to `path` (fp32, dynamic batch and length); return its input names."""
     import torch
 
-    transformer = model[0]
-    tokenizer = transformer.tokenizer
-    auto_model = transformer.auto_model
+    transformer = cast("Transformer", model[0])  # indexing a SentenceTransformer is typed as any Module
+    tokenizer: Any = transformer.tokenizer
+    auto_model: Any = transformer.auto_model
     input_names = [name for name in tokenizer.model_input_names if name != "position_ids"]
     sample = tokenizer(["a short text", "a slightly longer text to pad against"], padding=True, return_tensors="pt")
     inputs = tuple(sample[name] for name in input_names)

@@ -1,9 +1,11 @@
-"""Which ONNX Runtime int8 kernel configuration fits a CPU.
+"""Which int8 kernels a CPU has, recorded when an artifact is quantized and checked when it is served.
 
-The choices mirror optimum's `AutoQuantizationConfig` presets (dynamic, per-channel, symmetric
-weights): on AVX2 without VNNI the u8*s8 multiply-add can saturate, so weights are stored unsigned;
-with VNNI, AVX-512 or on ARM64 signed weights are exact and faster. Written here because optimum's
-ONNX tooling does not import with the pinned torch.
+An int8 graph bakes a kernel configuration in. The choices mirror optimum's `AutoQuantizationConfig`
+presets (per-channel, symmetric weights): on AVX2 without VNNI the u8*s8 multiply-add can saturate,
+so weights are stored unsigned there; with VNNI, AVX-512 or on ARM64 signed weights are exact and
+faster. How fast a graph runs follows the CPU class (AMX and VNNI run int8 GEMMs several times faster
+than AVX2), so the class it was quantized and measured on is recorded, and a server on another class
+says so. Written here because optimum's ONNX tooling does not import with the pinned torch.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,16 @@ KERNELS = {
     "arm64": Int8Kernel("arm64", signed_weights=True),
 }
 
+# CPU classes, fastest int8 first: the first whose flags are all present names the CPU.
+_CLASSES: tuple[tuple[str, frozenset[str]], ...] = (
+    ("amx", frozenset({"amx_int8", "amx_tile"})),
+    ("avx512_vnni", frozenset({"avx512_vnni"})),
+    ("avx_vnni", frozenset({"avx_vnni"})),
+    ("avx512", frozenset({"avx512f"})),
+    ("avx2", frozenset({"avx2"})),
+)
+_VNNI_CLASSES = {"amx", "avx512_vnni", "avx_vnni"}
+
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     """The instruction-set flags of this CPU (empty where /proc/cpuinfo is absent, e.g. macOS)."""
@@ -40,18 +53,72 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     return set()
 
 
-def detect_kernel(machine: str | None = None, flags: set[str] | None = None) -> Int8Kernel:
-    """The kernel configuration for the CPU this runs on."""
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name, as benchmark tables name it ("" where it cannot be read)."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return platform.processor()
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def _is_arm(machine: str) -> bool:
+    return machine in ("arm64", "aarch64") or machine.startswith("arm")
+
+
+def cpu_class(machine: str | None = None, flags: set[str] | None = None) -> str:
+    """This CPU's int8 class: amx, avx512_vnni, avx_vnni, avx512, avx2, arm64, or other."""
     machine = (machine or platform.machine()).lower()
-    if machine in ("arm64", "aarch64") or machine.startswith("arm"):
-        return KERNELS["arm64"]
+    if _is_arm(machine):
+        return "arm64"
     flags = cpu_flags() if flags is None else flags
-    if "avx512_vnni" in flags:
+    return next((name for name, needed in _CLASSES if needed <= flags), "other")
+
+
+def detect_kernel(machine: str | None = None, flags: set[str] | None = None) -> Int8Kernel:
+    """The dynamic graph's kernel configuration for the CPU this runs on."""
+    found = cpu_class(machine, flags)
+    if found in ("amx", "avx512_vnni"):
         return KERNELS["avx512_vnni"]
-    if "avx512f" in flags:
-        return KERNELS["avx512"]
-    return KERNELS["avx2"]
+    if found in ("avx512", "arm64"):
+        return KERNELS[found]
+    return KERNELS["avx2"]  # AVX-VNNI without AVX-512 runs MLAS' AVX2 kernels; unsigned weights are safe there
 
 
 def kernel_for(target_cpu: str) -> Int8Kernel:
     return detect_kernel() if target_cpu == "auto" else KERNELS[target_cpu]
+
+
+def this_cpu() -> dict[str, str]:
+    """What an artifact records of the CPU it was quantized on."""
+    return {"class": cpu_class(), "model": cpu_model(), "machine": platform.machine()}
+
+
+def serving_warning(
+    quantization: dict[str, Any] | None, machine: str | None = None, flags: set[str] | None = None
+) -> str | None:
+    """Why an int8 artifact may run worse here than where it was built, or None.
+
+    A dynamic graph with signed weights on a CPU without VNNI or AVX-512 can saturate in the u8*s8
+    multiply-add (quality, not only speed); any artifact quantized on another CPU class was measured
+    there, so its speed here is unknown.
+    """
+    if not quantization or "int8" not in str(quantization.get("method", "")):
+        return None
+    here = cpu_class(machine, flags)
+    kernel = quantization.get("kernel")
+    if kernel in KERNELS and KERNELS[kernel].signed_weights and here in ("avx2", "other"):
+        return (
+            f"this int8 artifact was built for {kernel} (signed weights), and this CPU ({here}) lacks VNNI and "
+            "AVX-512: its u8*s8 products can saturate; re-quantize it here or with --target-cpu avx2"
+        )
+    built = (quantization.get("cpu") or {}).get("class")
+    if built and built != here:
+        slower = built in _VNNI_CLASSES and here not in _VNNI_CLASSES
+        return f"this int8 artifact was quantized and measured on a {built} CPU and is served on a {here} CPU" + (
+            "; without VNNI its int8 kernels run slower" if slower else ""
+        )
+    return None

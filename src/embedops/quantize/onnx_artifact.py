@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from embedops.quantize.calibrate import Tokenize, calibration_texts
 from embedops.quantize.config import QuantizeConfig
 from embedops.quantize.export import export_onnx
 from embedops.quantize.kernels import kernel_for
@@ -27,10 +28,28 @@ def write_onnx_artifact(model: SentenceTransformer, directory: Path, config: Qua
     export_onnx(model, fp32)
     if config.dtype == "int8":
         kernel = kernel_for(config.target_cpu)
-        file = f"onnx/model_qint8_{kernel.name}.onnx"
-        record = quantize_int8(fp32, directory / file, kernel)
+        variant = "" if config.int8_scheme == "dynamic" else f"{config.int8_scheme}_"
+        file = f"onnx/model_qint8_{variant}{kernel.name}.onnx"
+        texts = calibration_texts(config.calibration_data)
+        record = quantize_int8(fp32, directory / file, config.int8_scheme, kernel, _tokenizer(model), texts)
+        record["calibration"] = config.calibration_data or "built-in general-domain sentences"
     else:
         file = f"onnx/model_q4_bs{config.block_size}.onnx"
         record = quantize_int4(fp32, directory / file, config.block_size)
     fp32.unlink()
     return file, record
+
+
+def _tokenizer(model: SentenceTransformer) -> Tokenize:
+    """Texts -> the exported graph's int64 inputs, cut to the model's window as serving cuts them."""
+    import numpy as np
+
+    def tokenize(texts: list[str]) -> dict[str, np.ndarray]:
+        features = model.tokenizer(
+            texts, padding=True, truncation=True, max_length=model.max_seq_length, return_tensors="np"
+        )
+        feed = {name: np.asarray(value, dtype=np.int64) for name, value in features.items()}
+        feed.setdefault("token_type_ids", np.zeros_like(feed["input_ids"]))
+        return feed
+
+    return tokenize

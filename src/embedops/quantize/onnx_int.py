@@ -1,26 +1,47 @@
 """Integer quantization of an fp32 ONNX graph with ONNX Runtime's own tools.
 
-int8: dynamic quantization (weights int8 per channel, activations quantized at run time), with the
-kernel configuration of the target CPU. int4: weight-only and block-wise, the token-embedding table in
-4 bits (GatherBlockQuantized) and every MatMul weight in 8 bits (MatMulNBits). On all-MiniLM-L6-v2
-that file is 81% of int8's and drifts half as much; 4-bit MatMul weights as well would make it 62% of
-int8's but drift four times as much as int8 (bench/RESULTS.md).
+int8, rowwise (the default): every MatMul by a constant weight runs as an int8 MatMulInteger whose
+input is scaled per row at run time and whose weight is scaled per output column, and the
+token-embedding table is int8 with one scale per row. Nothing is scaled across the rows of a batch,
+so a text gets the same vector alone and in any batch (quantize/rowwise.py). int8, dynamic
+(`--int8-scheme dynamic`): ONNX Runtime's dynamic quantization, which scales each MatMul input per
+tensor, that is per batch, with the kernel configuration of the target CPU. int4: weight-only and
+block-wise, the token-embedding table in 4 bits (GatherBlockQuantized) and every MatMul weight in 8
+bits (MatMulNBits). On all-MiniLM-L6-v2 that file is 81% of int8's; 4-bit MatMul weights as well would
+make it 62% of int8's but drift four times as much as dynamic int8.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from embedops.errors import MissingDependencyError
-from embedops.quantize.kernels import Int8Kernel
+from embedops.quantize.calibrate import Tokenize
+from embedops.quantize.kernels import Int8Kernel, this_cpu
 
 if TYPE_CHECKING:
     import onnx
 
 
-def quantize_int8(source: Path, target: Path, kernel: Int8Kernel) -> dict[str, object]:
-    """Write the dynamic int8 graph of `source` to `target`; return what to record in the manifest."""
+def quantize_int8(
+    source: Path, target: Path, scheme: str, kernel: Int8Kernel, tokenize: Tokenize, calibration: list[str]
+) -> dict[str, object]:
+    """Write the int8 graph of `source` to `target`; return what to record in the manifest.
+
+    `tokenize` turns texts into the graph's inputs; the rowwise graph is smoothed on `calibration`.
+    """
+    if scheme == "dynamic":
+        record = _dynamic_int8(source, target, kernel)
+    else:
+        record = _rowwise_int8(source, target, kernel, tokenize, calibration)
+    return {**record, "kernel": kernel.name, "cpu": this_cpu()}
+
+
+def _dynamic_int8(source: Path, target: Path, kernel: Int8Kernel) -> dict[str, object]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     weight_type = QuantType.QInt8 if kernel.signed_weights else QuantType.QUInt8
@@ -34,10 +55,38 @@ def quantize_int8(source: Path, target: Path, kernel: Int8Kernel) -> dict[str, o
     )
     return {
         "method": "onnx-dynamic-int8",
-        "kernel": kernel.name,
+        "batch_invariant": False,
         "weights": weight_type.name,
         "per_channel": True,
         "reduce_range": kernel.reduce_range,
+    }
+
+
+def _rowwise_int8(
+    source: Path, target: Path, kernel: Int8Kernel, tokenize: Tokenize, calibration: list[str]
+) -> dict[str, object]:
+    import onnx
+
+    from embedops.quantize.calibrate import channel_maxima
+    from embedops.quantize.embedding_rows import int8_embedding_rows
+    from embedops.quantize.rowwise import quantized_inputs, rowwise_int8_matmuls
+
+    model = onnx.load(str(source))
+    maxima = channel_maxima(model, quantized_inputs(model), tokenize, calibration)
+    tables = int8_embedding_rows(model)
+    matmuls = rowwise_int8_matmuls(model, signed_weights=kernel.signed_weights, channel_max=maxima)
+    onnx.save_model(model, str(target))
+    return {
+        "method": "onnx-rowwise-int8",
+        "batch_invariant": True,
+        "matmuls": {
+            "count": matmuls,
+            "activations": "int8 per row, at run time",
+            "weights": "int8 per column",
+            "smoothing": {"exponent": 0.5, "calibration_texts": len(calibration)},
+        },
+        "weights": "QInt8" if kernel.signed_weights else "QUInt8",
+        "embeddings": {"tables": tables, "weights": "int8 per row"},
     }
 
 
@@ -52,7 +101,9 @@ def require_int4_support() -> None:
 # MatMul weights keep 8 bits: at 4 bits they carried nearly all of the drift on all-MiniLM-L6-v2
 # (0.031 of 0.035, whatever the block size or symmetry), while the 4-bit embedding table costs 0.003.
 MATMUL_BITS = 8
-MATMUL_BLOCK = 128  # block 32: drift 0.0037 instead of 0.0043, for 1 MB more of scales
+# Block 64, not 128: with 128-wide blocks ONNX Runtime 1.32's MatMulNBits on an AVX-512 VNNI/AMX Xeon gave a
+# text another vector when the batch padded it (lowest cosine 0.9995; 0.9999998 at 64), and 64 drifts less.
+MATMUL_BLOCK = 64
 ACCURACY_LEVEL = 4  # int8 activations inside MatMulNBits; level 0 (fp32) measured no closer
 
 
@@ -66,11 +117,12 @@ def quantize_int4(source: Path, target: Path, block_size: int) -> dict[str, obje
 
     model = onnx.load(str(source))
     model = _weight_only(model, "Gather", bits=4, block_size=block_size)
-    matmul_block = _matmul_block(model)
+    matmul_block = _matmul_block(model, MATMUL_BLOCK)
     model = _weight_only(model, "MatMul", bits=MATMUL_BITS, block_size=matmul_block)
     onnx.save_model(model, str(target))
     return {
         "method": "onnx-weight-only-int4-embeddings-int8-matmuls",
+        "batch_invariant": True,
         "embeddings": {"op": "GatherBlockQuantized", "bits": 4, "block_size": block_size, "symmetric": True},
         "matmuls": {
             "op": "MatMulNBits",
@@ -96,13 +148,27 @@ def _weight_only(model: onnx.ModelProto, op_type: str, *, bits: int, block_size:
         op_types_to_quantize=(op_type,),
         quant_axes=(("MatMul", 0), ("Gather", 1)),  # along the reduced axis / along each embedding row
     )
-    with np.errstate(divide="ignore", invalid="ignore"):  # all-zero blocks have scale 0; they stay 0
+    # All-zero blocks have scale 0 and stay 0; the quantizer logs a line per node at INFO.
+    with np.errstate(divide="ignore", invalid="ignore"), _quiet_quantizer():
         quantizer.process()
     return quantizer.model.model
 
 
-def _matmul_block(model: onnx.ModelProto) -> int:
-    """`MATMUL_BLOCK`, or the largest power of two within the shortest MatMul weight's input dimension,
+@contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """ONNX Runtime's block quantizer logs a line for every node it visits (about 1,500 for a small
+    encoder); keep only its warnings for the length of one call."""
+    logger = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _matmul_block(model: onnx.ModelProto, block: int) -> int:
+    """`block`, or the largest power of two within the shortest MatMul weight's input dimension,
     so a small model's weights are not padded out to a block they cannot fill."""
     weights = {initializer.name: initializer for initializer in model.graph.initializer}
     depths = [
@@ -110,5 +176,5 @@ def _matmul_block(model: onnx.ModelProto) -> int:
         for node in model.graph.node
         if node.op_type == "MatMul" and node.input[1] in weights and len(weights[node.input[1]].dims) == 2
     ]
-    shortest = min(depths, default=MATMUL_BLOCK)
-    return max(16, min(MATMUL_BLOCK, 1 << (shortest.bit_length() - 1)))
+    shortest = min(depths, default=block)
+    return max(16, min(block, 1 << (shortest.bit_length() - 1)))

@@ -282,6 +282,8 @@ def create_app(settings: ServeSettings, engine: Engine) -> FastAPI:
                 "dtype": info.dtype,
                 "forward": info.forward,
                 "quantization": info.quantization,
+                "batch_invariant": info.batch_invariant,
+                "cpu": info.cpu,
                 "max_seq_length": info.max_seq_length,
                 "normalize": settings.normalize,
                 "model_normalizes": info.model_normalizes,

@@ -7,6 +7,7 @@ blocking and thread-safe; the batcher decides which run off the event loop.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,9 +16,11 @@ import numpy as np
 
 from embedops.errors import ArtifactError, ConfigError, RequestError
 from embedops.models import ModelRef, load, read_json
+from embedops.quantize.kernels import cpu_class, serving_warning
 from embedops.serve.onnx_forward import OnnxForward
 from embedops.serve.tokenizer import ServingTokenizer
 
+logger = logging.getLogger(__name__)
 _TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}  # names in torch
 Forward = Callable[[np.ndarray, np.ndarray], np.ndarray]  # padded ids, attention mask → embeddings
 
@@ -37,6 +40,15 @@ class EngineInfo:
     vocab_size: int
     # How a batch becomes vectors: "onnxruntime+numpy" or "sentence-transformers".
     forward: str
+    # This machine's int8 class (amx, avx512_vnni, avx2, arm64, ...), to hold against quantization["cpu"].
+    cpu: str
+
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether a text gets the same vector alone and in any batch: all but the dynamic int8 graph,
+        which scales activations per batch (artifacts from before the flag was recorded included)."""
+        quantization = self.quantization or {}
+        return bool(quantization.get("batch_invariant", quantization.get("method") != "onnx-dynamic-int8"))
 
 
 class Engine:
@@ -89,7 +101,11 @@ class Engine:
             model_normalizes=normalizes,
             vocab_size=self.tokenizer.vocab_size,
             forward="onnxruntime+numpy" if isinstance(self._forward, OnnxForward) else "sentence-transformers",
+            cpu=cpu_class(),
         )
+        warning = serving_warning(manifest.quantization) if device_name == "cpu" else None
+        if warning:
+            logger.warning("%s: %s", ref.name, warning)
 
     def _measured_width(self) -> int:
         """The width the model really produces (one forward pass), held against what its manifest says:

@@ -1,0 +1,66 @@
+"""Per-channel activation ranges of an fp32 ONNX graph on calibration texts, for int8 smoothing.
+
+The default texts are the bundled general-domain sentences (image captions and SNLI sentences from
+STS-B dev, resources/general_sts.tsv): short and varied, and separate from the built-in sentences the
+drift check measures on. `--calibration-data` takes a pairs file instead, for a model whose domain
+looks nothing like them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from embedops.data import PairReader
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx
+
+CALIBRATION_TEXTS = 512
+Tokenize = Callable[[list[str]], dict[str, "np.ndarray"]]
+
+
+def calibration_texts(data: str | Path | None, limit: int = CALIBRATION_TEXTS, seed: int = 0) -> list[str]:
+    """Distinct texts of a pairs file, or of the bundled general-domain sentences; at most `limit`."""
+    seen: dict[str, None] = {}
+    if data is None:
+        table = resources.files("embedops").joinpath("resources/general_sts.tsv").read_text(encoding="utf-8")
+        for line in table.splitlines():
+            for sentence in line.split("\t")[5:7]:
+                seen.setdefault(sentence)
+    else:
+        for example in PairReader(data):
+            for text in (example.anchor, example.positive, example.negative):
+                if text:
+                    seen.setdefault(text)
+    texts = [text for text in seen if text.strip()]
+    return random.Random(seed).sample(texts, limit) if len(texts) > limit else texts
+
+
+def channel_maxima(
+    model: onnx.ModelProto, names: list[str], tokenize: Tokenize, texts: list[str], batch_size: int = 32
+) -> dict[str, np.ndarray]:
+    """The largest magnitude of each channel (last axis) of the tensors `names` over the texts' real tokens."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for name in names:
+        probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    wanted = {node.name for node in session.get_inputs()}
+    maxima: dict[str, np.ndarray] = {}
+    for start in range(0, len(texts), batch_size):
+        feed = tokenize(texts[start : start + batch_size])
+        real = feed["attention_mask"].astype(bool)
+        outputs = session.run(names, {name: value for name, value in feed.items() if name in wanted})
+        for name, output in zip(names, outputs, strict=True):
+            batch_max = np.abs(output[real]).max(axis=0)
+            maxima[name] = np.maximum(maxima[name], batch_max) if name in maxima else batch_max
+    return maxima
