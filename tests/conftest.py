@@ -34,7 +34,8 @@ LaunchServer = Callable[[list[str], dict[str, str]], tuple[str, "subprocess.Pope
 def launch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchServer]:
     """Start a server command (it gets `--port` and a free port appended) on loopback and wait for /readyz.
 
-    Returns its URL and process; every server still running is killed when the session ends.
+    Returns its URL and process. The caller stops it when done; any still running when the session
+    ends are killed then.
     """
     import httpx
 

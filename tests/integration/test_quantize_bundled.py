@@ -9,6 +9,7 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -81,9 +82,12 @@ def lowest_cosine_in_batches(embed, texts: list[str], sizes: tuple[int, ...] = (
 
 
 @pytest.fixture(scope="module")
-def served(minilm_int8: Path, launch_server) -> str:
+def served(minilm_int8: Path, launch_server) -> Iterator[str]:
     command = [sys.executable, "-m", "embedops", "serve", "--model", str(minilm_int8), "--no-access-log"]
-    return launch_server(command, {})[0]
+    url, process = launch_server(command, {})
+    yield url
+    process.kill()
+    process.wait()
 
 
 def test_int8_gives_a_text_the_same_vector_alone_and_in_any_batch(minilm_int8: Path, served: str) -> None:

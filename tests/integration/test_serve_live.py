@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -36,12 +37,16 @@ def reference_model():
 
 
 @pytest.fixture(scope="module")
-def live(launch_server) -> tuple[str, subprocess.Popen[bytes]]:
+def live(launch_server) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     from embedops.models import resolve
 
     model = str(resolve("sentence-transformers/all-MiniLM-L6-v2").path)
     command = [sys.executable, str(ROOT / "scripts" / "serve_embedding_model.py"), "--model", model]
-    return launch_server([*command, "--normalize", "--no-access-log"], {"SERVE_MAX_QUEUE": str(MAX_QUEUE)})
+    url, process = launch_server([*command, "--normalize", "--no-access-log"], {"SERVE_MAX_QUEUE": str(MAX_QUEUE)})
+    yield url, process
+    if process.poll() is None:
+        process.kill()
+        process.wait()
 
 
 def test_seed_smoke_curl_jq_prints_dim(live: tuple[str, subprocess.Popen[bytes]]) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from embedops.artifact import ArtifactBuilder, Manifest, check_output_free, sha256_file
+from embedops.artifact import ArtifactBuilder, Manifest, check_output_free, sha256_file, write_text_atomically
 from embedops.data import PairReader, ReadStats
 from embedops.errors import ConfigError, MissingDependencyError
 from embedops.evaluate.metrics import pair_retrieval_metrics
@@ -122,7 +122,7 @@ def _prepare_work_dir(config: FinetuneConfig, data_sha256: str) -> tuple[Path, b
             )
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    state_path.write_text(json.dumps(run_key))
+    write_text_atomically(state_path, json.dumps(run_key))
     return work, False
 
 
@@ -146,7 +146,7 @@ def _mine_negatives(config: FinetuneConfig, work: Path, resuming: bool) -> tuple
             )
         )
         summary = {"pairs": result.pairs, "with_mined": result.pairs - result.filled, "with_random": result.filled}
-        summary_path.write_text(json.dumps(summary), encoding="utf-8")
+        write_text_atomically(summary_path, json.dumps(summary))
         logger.info(
             "mined negatives: %d of %d pairs got a mined one, %d a random one",
             summary["with_mined"],
