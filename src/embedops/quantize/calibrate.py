@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     import onnx
 
 CALIBRATION_TEXTS = 512
+# Every MatMul input of the graph is kept for each batch: for a 24-layer, 1024-wide encoder, 8 texts of
+# 256 tokens hold about 1.4 GB of them at once; 32 such texts would hold four times that.
+CALIBRATION_BATCH = 8
+CALIBRATION_TOKENS = 256
 Tokenize = Callable[[list[str]], dict[str, "np.ndarray"]]
 
 
@@ -42,7 +46,7 @@ def calibration_texts(data: str | Path | None, limit: int = CALIBRATION_TEXTS, s
 
 
 def channel_maxima(
-    model: onnx.ModelProto, names: list[str], tokenize: Tokenize, texts: list[str], batch_size: int = 32
+    model: onnx.ModelProto, names: list[str], tokenize: Tokenize, texts: list[str], batch_size: int = CALIBRATION_BATCH
 ) -> dict[str, np.ndarray]:
     """The largest magnitude of each channel (last axis) of the tensors `names` over the texts' real tokens."""
     import numpy as np

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from embedops.quantize.calibrate import Tokenize, calibration_texts
+from embedops.quantize.calibrate import CALIBRATION_TOKENS, Tokenize, calibration_texts
 from embedops.quantize.config import QuantizeConfig
 from embedops.quantize.export import export_onnx
 from embedops.quantize.kernels import kernel_for
@@ -41,13 +41,14 @@ def write_onnx_artifact(model: SentenceTransformer, directory: Path, config: Qua
 
 
 def _tokenizer(model: SentenceTransformer) -> Tokenize:
-    """Texts -> the exported graph's int64 inputs, cut to the model's window as serving cuts them."""
+    """Texts -> the exported graph's int64 inputs, cut to the model's window (at most CALIBRATION_TOKENS:
+    a channel's largest magnitude shows within the first few hundred tokens, and memory grows with them)."""
     import numpy as np
 
+    window = min(model.max_seq_length or CALIBRATION_TOKENS, CALIBRATION_TOKENS)
+
     def tokenize(texts: list[str]) -> dict[str, np.ndarray]:
-        features = model.tokenizer(
-            texts, padding=True, truncation=True, max_length=model.max_seq_length, return_tensors="np"
-        )
+        features = model.tokenizer(texts, padding=True, truncation=True, max_length=window, return_tensors="np")
         feed = {name: np.asarray(value, dtype=np.int64) for name, value in features.items()}
         feed.setdefault("token_type_ids", np.zeros_like(feed["input_ids"]))
         return feed
