@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from embedops.data import PairReader
+from embedops.quantize.drift import sample_texts
 
 if TYPE_CHECKING:
     import numpy as np
@@ -29,18 +29,12 @@ Tokenize = Callable[[list[str]], dict[str, "np.ndarray"]]
 
 
 def calibration_texts(data: str | Path | None, limit: int = CALIBRATION_TEXTS, seed: int = 0) -> list[str]:
-    """Distinct texts of a pairs file, or of the bundled general-domain sentences; at most `limit`."""
-    seen: dict[str, None] = {}
-    if data is None:
-        table = resources.files("embedops").joinpath("resources/general_sts.tsv").read_text(encoding="utf-8")
-        for line in table.splitlines():
-            for sentence in line.split("\t")[5:7]:
-                seen.setdefault(sentence)
-    else:
-        for example in PairReader(data):
-            for text in (example.anchor, example.positive, example.negative):
-                if text:
-                    seen.setdefault(text)
+    """Distinct texts of a pairs file (sampled as the drift check samples it), or of the bundled
+    general-domain sentences; at most `limit`."""
+    if data is not None:
+        return sample_texts(data, limit, seed)[0]
+    table = resources.files("embedops").joinpath("resources/general_sts.tsv").read_text(encoding="utf-8")
+    seen = dict.fromkeys(sentence for line in table.splitlines() for sentence in line.split("\t")[5:7])
     texts = [text for text in seen if text.strip()]
     return random.Random(seed).sample(texts, limit) if len(texts) > limit else texts
 

@@ -106,7 +106,7 @@ def serving_warning(
     multiply-add (quality, not only speed); any artifact quantized on another CPU class was measured
     there, so its speed here is unknown.
     """
-    if not quantization or "int8" not in str(quantization.get("method", "")):
+    if not quantization:
         return None
     here = cpu_class(machine, flags)
     kernel = quantization.get("kernel")

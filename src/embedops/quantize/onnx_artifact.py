@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from embedops.quantize.calibrate import CALIBRATION_TOKENS, Tokenize, calibration_texts
+from embedops.quantize.calibrate import CALIBRATION_TOKENS, Tokenize
 from embedops.quantize.config import QuantizeConfig
 from embedops.quantize.export import export_onnx
 from embedops.quantize.kernels import kernel_for
@@ -30,9 +30,9 @@ def write_onnx_artifact(model: SentenceTransformer, directory: Path, config: Qua
         kernel = kernel_for(config.target_cpu)
         variant = "" if config.int8_scheme == "dynamic" else f"{config.int8_scheme}_"
         file = f"onnx/model_qint8_{variant}{kernel.name}.onnx"
-        texts = calibration_texts(config.calibration_data)
-        record = quantize_int8(fp32, directory / file, config.int8_scheme, kernel, _tokenizer(model), texts)
-        record["calibration"] = config.calibration_data or "built-in general-domain sentences"
+        record = quantize_int8(
+            fp32, directory / file, config.int8_scheme, kernel, _tokenizer(model), config.calibration_data
+        )
     else:
         file = f"onnx/model_q4_bs{config.block_size}.onnx"
         record = quantize_int4(fp32, directory / file, config.block_size)

@@ -28,16 +28,17 @@ if TYPE_CHECKING:
 
 
 def quantize_int8(
-    source: Path, target: Path, scheme: str, kernel: Int8Kernel, tokenize: Tokenize, calibration: list[str]
+    source: Path, target: Path, scheme: str, kernel: Int8Kernel, tokenize: Tokenize, calibration_data: str | None
 ) -> dict[str, object]:
     """Write the int8 graph of `source` to `target`; return what to record in the manifest.
 
-    `tokenize` turns texts into the graph's inputs; the rowwise graph is smoothed on `calibration`.
+    `tokenize` turns texts into the graph's inputs; the rowwise graph is smoothed on the texts of
+    `calibration_data` (a pairs file; None: the bundled general-domain sentences).
     """
     if scheme == "dynamic":
         record = _dynamic_int8(source, target, kernel)
     else:
-        record = _rowwise_int8(source, target, kernel, tokenize, calibration)
+        record = _rowwise_int8(source, target, kernel, tokenize, calibration_data)
     return {**record, "kernel": kernel.name, "cpu": this_cpu()}
 
 
@@ -63,15 +64,16 @@ def _dynamic_int8(source: Path, target: Path, kernel: Int8Kernel) -> dict[str, o
 
 
 def _rowwise_int8(
-    source: Path, target: Path, kernel: Int8Kernel, tokenize: Tokenize, calibration: list[str]
+    source: Path, target: Path, kernel: Int8Kernel, tokenize: Tokenize, calibration_data: str | None
 ) -> dict[str, object]:
     import onnx
 
-    from embedops.quantize.calibrate import channel_maxima
+    from embedops.quantize.calibrate import calibration_texts, channel_maxima
     from embedops.quantize.embedding_rows import int8_embedding_rows
     from embedops.quantize.rowwise import quantized_inputs, rowwise_int8_matmuls
 
     model = onnx.load(str(source))
+    calibration = calibration_texts(calibration_data)
     maxima = channel_maxima(model, quantized_inputs(model), tokenize, calibration)
     tables = int8_embedding_rows(model)
     matmuls = rowwise_int8_matmuls(model, signed_weights=kernel.signed_weights, channel_max=maxima)
@@ -83,7 +85,11 @@ def _rowwise_int8(
             "count": matmuls,
             "activations": "int8 per row, at run time",
             "weights": "int8 per column",
-            "smoothing": {"exponent": 0.5, "calibration_texts": len(calibration)},
+            "smoothing": {
+                "exponent": 0.5,
+                "calibration": calibration_data or "built-in general-domain sentences",
+                "calibration_texts": len(calibration),
+            },
         },
         "weights": "QInt8" if kernel.signed_weights else "QUInt8",
         "embeddings": {"tables": tables, "weights": "int8 per row"},
