@@ -19,13 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
-import socket
-import subprocess
-import sys
 import time
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -35,19 +30,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SCHEMES = ("rowwise", "dynamic")
 SIZES = (8, 32)
-
-
-def cpu_line() -> str:
-    from embedops.quantize.kernels import cpu_class, cpu_flags, cpu_model
-
-    flags = sorted(flag for flag in cpu_flags() if flag.startswith(("avx", "amx")) or "vnni" in flag)
-    versions = ", ".join(
-        f"{name} {version(name)}" for name in ("onnxruntime", "onnx", "torch", "sentence-transformers")
-    )
-    return (
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {cpu_model()} ({platform.machine()}, "
-        f"{os.cpu_count()} cores), class {cpu_class()}, flags {' '.join(flags)}; {versions}"
-    )
 
 
 def build(model: str, out_dir: Path) -> dict[str, Path]:
@@ -96,26 +78,15 @@ def engine_embed(path: Path):
 
 
 def server_embed(path: Path):
-    """A real `embedops serve` on `path`; returns its embed function and the process to stop."""
+    """A real `embedops serve` on `path` (serve_bench's launcher); returns its embed function and process."""
     import httpx
+    from serve_bench import serve  # bench/ is on sys.path when this script runs
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "embedops", "serve", "--model", str(path), "--port", str(port), "--no-access-log"]
-    process = subprocess.Popen(command, stderr=subprocess.DEVNULL, env={**os.environ, "SERVE_HOST": "127.0.0.1"})
-    url = f"http://127.0.0.1:{port}"
+    url, (process, _), route, field = serve(str(path), None)
     client = httpx.Client(timeout=120)
-    for _ in range(600):
-        try:
-            if client.get(f"{url}/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
 
     def embed(texts: list[str]) -> np.ndarray:
-        response = client.post(f"{url}/embed", json={"inputs": texts})
+        response = client.post(f"{url}{route}", json={field: texts})
         response.raise_for_status()
         return np.asarray(response.json()["embeddings"], dtype=np.float32)
 
@@ -170,6 +141,8 @@ def speed(forms: dict[str, Path], turns: int = 3) -> dict[str, tuple[float, floa
 
 
 def main() -> None:
+    from serve_bench import cpu_line
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
     parser.add_argument("--finetuned", help="a model fine-tuned on climate-fever, for its quality row")

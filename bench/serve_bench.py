@@ -23,11 +23,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import platform
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
 
 import aiohttp
@@ -182,6 +184,19 @@ def measure(
     return rates, latencies
 
 
+def cpu_line() -> str:
+    from embedops.quantize.kernels import cpu_class, cpu_flags, cpu_model
+
+    flags = sorted(flag for flag in cpu_flags() if flag.startswith(("avx", "amx")) or "vnni" in flag)
+    versions = ", ".join(
+        f"{name} {version(name)}" for name in ("onnxruntime", "onnx", "torch", "sentence-transformers")
+    )
+    return (
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {cpu_model()} ({platform.machine()}, "
+        f"{os.cpu_count()} cores), class {cpu_class()}, flags {' '.join(flags)}; {versions}"
+    )
+
+
 def _ratio(rates: list[float], baseline: list[float] | None) -> list[float]:
     return [a / b for a, b in zip(rates, baseline, strict=True)] if baseline else []
 
@@ -200,6 +215,7 @@ def main() -> None:
     args = parser.parse_args()
     from embedops.models import resolve
 
+    print(cpu_line())
     model_dir = str(resolve(args.model).path)
     servers = [] if args.skip_torch else [("embedops torch fp32", model_dir, None)]
     for onnx_model in args.onnx_model:
