@@ -114,7 +114,10 @@ class PostgresServer:
     """A real PostgreSQL 16 with pgvector from the `pgserver` wheel, in a temp dir, on a Unix socket only.
 
     Started by hand from the wheel's binaries (its own launcher adds a system user when run as root);
-    as root the server runs as `nobody`, since PostgreSQL refuses to run as root.
+    as root the server runs as `nobody`, since PostgreSQL refuses to run as root. `nobody` may not be
+    able to reach the virtualenv (a checkout under a mode-700 directory, as `mktemp -d` makes), so as
+    root the wheel's installation (34 MB) and the shared libraries its binaries find relative to
+    themselves (`$ORIGIN/../../../pgserver.libs`) are copied into the server's own directory first.
     """
 
     def __init__(self, root: Path) -> None:
@@ -125,12 +128,17 @@ class PostgresServer:
         spec = importlib.util.find_spec("pgserver")
         if spec is None or not spec.submodule_search_locations:
             pytest.skip("pgserver is not installed (pip install -e '.[dev]')")
-        self.bin = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+        package = Path(next(iter(spec.submodule_search_locations)))
         self.root = root
         self.data = root / "data"
         self.user = "nobody" if os.geteuid() == 0 else None
         if self.user:
             shutil.chown(root, self.user)
+            for part in (f"{package.name}/pginstall", f"{package.name}.libs"):
+                if (package.parent / part).is_dir():
+                    shutil.copytree(package.parent / part, root / part, symlinks=True)
+            package = root / package.name
+        self.bin = package / "pginstall" / "bin"
         self._run = lambda *args: subprocess.run(
             [str(self.bin / args[0]), *map(str, args[1:])], check=True, capture_output=True, user=self.user
         )
