@@ -86,7 +86,7 @@ def test_seed_embed_matches_in_process_encode(client: httpx.Client, engine: Engi
     response = client.post("/embed", json={"inputs": texts})
     assert response.status_code == 200
     body = response.json()
-    assert body["dim"] == 32 and body["model"] == str(engine.ref.path)
+    assert body["dim"] == 32 and body["model"] == engine.ref.path.name == "tiny-model"  # a name, not a path
     assert body["usage"]["tokens"] == sum(len(ids) for ids in engine.tokenize(texts, truncate=True))
     np.testing.assert_allclose(np.array(body["embeddings"]), reference(engine, texts), atol=1e-5)
 
@@ -209,6 +209,7 @@ def test_health_ready_info(client: httpx.Client) -> None:
     assert client.get("/readyz").status_code == 200
     info = client.get("/info").json()
     assert info["dim"] == 32 and info["backend"] == "torch" and info["dtype"] == "fp32"
+    assert info["model"] == "tiny-model" and "path" not in info  # never a server path
     assert info["max_seq_length"] == 64 and info["limits"]["max_inputs"] == 8 and info["version"]
 
 
@@ -240,8 +241,10 @@ def test_metrics_parse_and_count_requests(client: httpx.Client) -> None:
     assert ("embedops_in_flight_requests", ()) in after and ("embedops_queue_depth", ()) in after
 
 
-def test_api_key_guards_embedding_routes_only(engine: Engine) -> None:
-    settings = ServeSettings(model=str(engine.ref.path), api_key="s3cret", **LIMITS)
+def test_api_key_guards_api_routes_and_info_but_not_the_probes(engine: Engine, tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("s3cret\n")  # as a mounted Secret holds it, newline included
+    settings = ServeSettings(model=str(engine.ref.path), api_key_file=key_file, **LIMITS)
     for url in run_server(settings, engine):
         with httpx.Client(base_url=url) as client:
             missing = client.post("/embed", json={"inputs": "x"})
@@ -252,7 +255,14 @@ def test_api_key_guards_embedding_routes_only(engine: Engine) -> None:
             assert unread.status_code == 401  # the key is checked before the body is read
             good = client.post("/", json={"inputs": "x"}, headers={"Authorization": "Bearer s3cret"})
             assert good.status_code == 200
-            assert client.get("/healthz").status_code == 200 and client.get("/metrics").status_code == 200
+            for probe in ("/healthz", "/readyz", "/health"):
+                assert client.get(probe).status_code == 200, probe
+            for guarded in ("/info", "/metrics", "/v1/models"):
+                assert client.get(guarded).status_code == 401, guarded
+                assert client.get(guarded, headers={"Authorization": "Bearer s3cret"}).status_code == 200, guarded
+    opened = ServeSettings(model=str(engine.ref.path), api_key="s3cret", protect_info=False, **LIMITS)
+    for url in run_server(opened, engine):
+        assert httpx.get(f"{url}/metrics").status_code == 200 and httpx.get(f"{url}/info").json()["auth"] is True
 
 
 def test_openapi_documents_the_embedding_request_bodies(client: httpx.Client) -> None:

@@ -38,7 +38,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--max-inputs", type=int, help="most inputs in one request (default 256)")
     add("--max-chars", type=int, help="most characters in one input (default 20000)")
     add("--max-body-bytes", type=int, help="largest request body (default 2 MiB)")
-    add("--api-key", help="require 'Authorization: Bearer KEY' on embedding routes (or SERVE_API_KEY)")
+    add("--api-key", help="require 'Authorization: Bearer KEY' on API routes (or SERVE_API_KEY)")
+    add(
+        "--api-key-file",
+        metavar="PATH",
+        help="read the API key from this file, so it never shows in `ps` (or SERVE_API_KEY_FILE)",
+    )
+    add(
+        "--protect-info",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="/info and /metrics need the key too (default: on when a key is set)",
+    )
+    add(
+        "--embed-api",
+        choices=["seed", "tei"],
+        help="POST /embed answers in the seed's shape (default) or TEI's bare matrix, for TEI clients",
+    )
+    add("--served-model-name", help="the model's name in responses (default: its hub id or folder name)")
     add("--workers", type=int, help="server processes, each with its own model copy (default 1)")
     add(
         "--graceful-timeout",
@@ -67,7 +84,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = ServeSettings(**flags)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
+        )
         raise ConfigError(f"invalid serve settings: {problems}") from exc
     serve(settings)
     return 0

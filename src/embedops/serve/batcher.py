@@ -43,13 +43,23 @@ class BatchLimits:
 
 @dataclass(eq=False)
 class _Job:
-    """One request's inputs and where their embeddings land."""
+    """One request's inputs, where their embeddings land, and when (perf_counter seconds): queued, first
+    batch started, last row delivered."""
 
     future: asyncio.Future[np.ndarray]
     rows: np.ndarray
     remaining: int
     enqueued: float = field(default_factory=time.perf_counter)
-    started: bool = False
+    started: float | None = None
+    finished: float | None = None
+
+    @property
+    def queue_seconds(self) -> float:
+        return (self.started or self.enqueued) - self.enqueued
+
+    @property
+    def inference_seconds(self) -> float:
+        return (self.finished or self.enqueued) - (self.started or self.enqueued)
 
 
 @dataclass(eq=False)
@@ -124,44 +134,19 @@ class Batcher:
             return self.engine.tokenize(texts, truncate=truncate, left=left)
         return await asyncio.to_thread(self.engine.tokenize, texts, truncate=truncate, left=left)
 
-    def prepare_ids(self, inputs: list[list[int]], *, truncate: bool) -> list[list[int]]:
-        """Check and window token ids a client sent instead of text."""
-        vocab = self.engine.info.vocab_size
-        for index, ids in enumerate(inputs):
-            if any(token < 0 or token >= vocab for token in ids):
-                raise RequestError(
-                    f"input {index} has token ids outside the model's vocabulary [0, {vocab})", param="input"
-                )
-        window = self.engine.info.max_seq_length
-        too_long = next((i for i, ids in enumerate(inputs) if len(ids) > window), None)
-        if too_long is not None and not truncate:
-            raise RequestError(
-                f"input {too_long} has {len(inputs[too_long])} tokens, more than the model's {window}; "
-                "shorten it or send truncate=true",
-                status=413,
-                code="input_too_long",
-                param="input",
-            )
-        return [self._cut(ids, window) for ids in inputs]
-
-    def _cut(self, ids: list[int], window: int) -> list[int]:
-        """The first `window` ids; a closing special token the client sent ([SEP], </s>) stays last."""
-        if len(ids) <= window:
-            return ids
-        suffix = list(self.engine.tokenizer.suffix)
-        if suffix and ids[-len(suffix) :] == suffix:
-            return ids[: window - len(suffix)] + suffix
-        return ids[:window]
-
     def embed(self, inputs: list[list[int]]) -> asyncio.Future[np.ndarray]:
         """Queue token-id inputs; the future gives one float32 row per input. Cancel it to drop the work."""
+        return self.submit(inputs).future
+
+    def submit(self, inputs: list[list[int]]) -> _Job:
+        """`embed`, returning the job, whose times say how long it queued and ran once its future is done."""
         loop = asyncio.get_running_loop()
         job = _Job(loop.create_future(), np.empty((len(inputs), self.engine.info.dim), np.float32), len(inputs))
         with self._queued:
             self._pending.extend(_Item(job, i, ids, next(self._seq)) for i, ids in enumerate(inputs))
             self.metrics.queue_depth.set(len(self._pending))
             self._queued.notify()
-        return job.future
+        return job
 
     def _take_batch(self) -> list[_Item]:
         """The batch holding the oldest live input, cut from a length-sorted window of the queue.
@@ -208,8 +193,8 @@ class Batcher:
                     self._queued.notify()
                 now = time.perf_counter()
                 for item in batch:
-                    if not item.job.started:
-                        item.job.started = True
+                    if item.job.started is None:
+                        item.job.started = now
                         self.metrics.queue_seconds.observe(now - item.job.enqueued)
             if batch:
                 self._run(batch, now)
@@ -251,6 +236,7 @@ class Batcher:
                 job.rows[item.index] = outcome[index]
                 job.remaining -= 1
                 if job.remaining == 0:
+                    job.finished = time.perf_counter()
                     job.future.set_result(job.rows)
         except Exception as exc:
             logger.exception("delivering a batch of %d inputs failed", len(batch))

@@ -16,7 +16,8 @@ from embedops.errors import ConfigError
 
 
 class EndpointEncoder:
-    """`encode(texts, batch_size)` by posting batches to an `/embed` URL; retries 429 and 503 politely."""
+    """`encode(texts, batch_size)` by posting batches to an `/embed` URL (embedops' or TEI's); retries 429
+    and 503 politely."""
 
     def __init__(self, url: str, *, api_key: str | None = None, timeout: float = 120.0, retries: int = 5) -> None:
         base = url.rstrip("/")
@@ -44,7 +45,9 @@ class EndpointEncoder:
                 raise ConfigError(
                     f"embedding endpoint {self.url} answered {response.status_code}: {response.text[:300]}"
                 )
-            return np.asarray(response.json()["embeddings"], dtype=np.float32)
+            body = response.json()
+            # The seed's object, or TEI's bare matrix (a TEI server, or ours under --embed-api tei).
+            return np.asarray(body if isinstance(body, list) else body["embeddings"], dtype=np.float32)
         raise AssertionError("unreachable: itertools.count() never ends")
 
     def close(self) -> None:

@@ -145,15 +145,28 @@ class Engine:
         room = window - self.tokenizer.specials
         if len(ids) > room:
             if not truncate:
-                raise RequestError(
-                    f"input {index} has {len(ids) + self.tokenizer.specials} tokens, more than the model's "
-                    f"{window}; shorten it or send truncate=true",
-                    status=413,
-                    code="input_too_long",
-                    param="input",
-                )
+                raise _too_long(index, len(ids) + self.tokenizer.specials, window)
             ids = ids[-room:] if left else ids[:room]
         return self.tokenizer.wrap(ids)
+
+    def prepare_ids(self, inputs: list[list[int]], *, truncate: bool) -> list[list[int]]:
+        """Token ids a client sent instead of text: checked against the vocabulary and cut to the window
+        (a closing special token the client sent, [SEP] or </s>, stays last)."""
+        vocab, window = self.info.vocab_size, self.info.max_seq_length
+        suffix = list(self.tokenizer.suffix)
+        prepared = []
+        for index, ids in enumerate(inputs):
+            if any(token < 0 or token >= vocab for token in ids):
+                raise RequestError(
+                    f"input {index} has token ids outside the model's vocabulary [0, {vocab})", param="input"
+                )
+            if len(ids) > window:
+                if not truncate:
+                    raise _too_long(index, len(ids), window)
+                closed = bool(suffix) and ids[-len(suffix) :] == suffix
+                ids = ids[: window - len(suffix)] + suffix if closed else ids[:window]
+            prepared.append(ids)
+        return prepared
 
     def embed(self, batch: list[list[int]]) -> np.ndarray:
         """Embeddings (float32, one row per input) of a batch of token-id lists, padded to its longest."""
@@ -183,6 +196,16 @@ class Engine:
         """Run the shapes a first request will hit, so lazy initialisation is not paid by a client."""
         for texts in (["warm up"], ["warm up the engine with a longer sentence"] * 8):
             self.check_output(self.embed(self.tokenize(texts, truncate=True)), len(texts))
+
+
+def _too_long(index: int, tokens: int, window: int) -> RequestError:
+    """The one refusal of an input longer than the token window, for texts and token ids alike."""
+    return RequestError(
+        f"input {index} has {tokens} tokens, more than the model's {window}; shorten it or send truncate=true",
+        status=413,
+        code="input_too_long",
+        param="input",
+    )
 
 
 class _TorchForward:

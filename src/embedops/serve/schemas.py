@@ -7,7 +7,7 @@ directly, which a pydantic model per vector would slow down.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, TypedDict
+from typing import Annotated, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,8 +18,26 @@ Dimensions = Annotated[int, Field(ge=1)]
 Inputs = Text | Annotated[list[Text], Field(min_length=1)] | TokenIds | Annotated[list[TokenIds], Field(min_length=1)]
 
 
+def as_inputs(raw: Any) -> list[str] | list[list[int]]:
+    """A validated `Inputs` value as a list of texts or a list of token-id lists."""
+    if isinstance(raw, str):
+        return [raw]
+    if isinstance(raw[0], str):
+        return list(raw)
+    if isinstance(raw[0], int):
+        return [list(raw)]
+    return [list(ids) for ids in raw]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class _TeiStrict(BaseModel):
+    """TEI's requests: wrong types are errors, unknown fields are ignored (as serde does), so clients
+    that add their own (LangChain's `options`) still work."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
 
 class EmbedRequest(_Strict):
@@ -31,6 +49,32 @@ class EmbedRequest(_Strict):
     truncation_direction: Literal["Left", "Right", "left", "right"] = "Right"
     dimensions: Dimensions | None = None
     prompt_name: str | None = None
+
+
+class TeiEmbedRequest(_TeiStrict):
+    """Body of TEI's `POST /` (and of `POST /embed` under `--embed-api tei`): TEI's fields and defaults."""
+
+    inputs: Inputs
+    normalize: bool = True
+    truncate: bool | None = None
+    truncation_direction: Literal["Left", "Right", "left", "right"] = "Right"
+    dimensions: Dimensions | None = None
+    prompt_name: str | None = None
+
+
+class TokenizeRequest(_TeiStrict):
+    """Body of TEI's `POST /tokenize`."""
+
+    inputs: Text | Annotated[list[Text], Field(min_length=1)]
+    add_special_tokens: bool = True
+    prompt_name: str | None = None
+
+
+class DecodeRequest(_TeiStrict):
+    """Body of TEI's `POST /decode`."""
+
+    ids: TokenIds | Annotated[list[TokenIds], Field(min_length=1)]
+    skip_special_tokens: bool = True
 
 
 class OpenAIEmbeddingRequest(_Strict):
@@ -92,3 +136,17 @@ class ErrorResponse(TypedDict):
 
     error: str
     error_type: str
+
+
+class OpenAIModel(TypedDict):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class OpenAIModelList(TypedDict):
+    """`GET /v1/models`: the one model served, as OpenAI lists models."""
+
+    object: Literal["list"]
+    data: list[OpenAIModel]

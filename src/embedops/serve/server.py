@@ -12,6 +12,8 @@ from typing import Any
 
 from embedops.serve.settings import ServeSettings
 
+logger = logging.getLogger("embedops.serve")
+
 
 def serve(settings: ServeSettings) -> None:
     """Block serving HTTP until SIGINT/SIGTERM; in-flight requests are drained before exit."""
@@ -31,11 +33,13 @@ def serve(settings: ServeSettings) -> None:
         "log_level": "info",
     }
     if settings.workers > 1:
+        logger.info("listening on %s (%d workers)", _url(settings.host, settings.port), settings.workers)
         _serve_workers(settings, options)
         return
     # Listen before loading the model: clients that connect during the load wait in the kernel's
     # backlog and are answered once it is done, instead of being refused (`serve & sleep 5; curl`).
     listener = _listen(settings.host, settings.port)
+    logger.info("listening on %s; loading %s", _url(*listener.getsockname()[:2]), ref.reference)
     from embedops.serve.app import create_app
     from embedops.serve.engine import Engine
 
@@ -75,3 +79,9 @@ def _listen(host: str, port: int) -> socket.socket:
     listener.listen(2048)
     listener.set_inheritable(True)
     return listener
+
+
+def _url(host: str, port: int) -> str:
+    """Where clients reach the server; a wildcard address is shown as this machine's loopback."""
+    shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, f"[{host}]" if ":" in host else host)
+    return f"http://{shown}:{port}" + (f" (all interfaces, {host})" if host in ("0.0.0.0", "::") else "")

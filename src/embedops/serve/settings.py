@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from embedops.models import DEFAULT_MODEL
@@ -34,15 +35,44 @@ class ServeSettings(BaseSettings):
     max_chars: int = Field(20000, ge=1)
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
     api_key: SecretStr | None = None
+    # Read once at start-up (a Kubernetes Secret mounted as a file), so the key never shows in `ps`.
+    api_key_file: Path | None = None
+    # /info and /metrics need the key too; None means "when a key is set".
+    protect_info: bool | None = None
+    # What POST /embed answers: the seed's object, or TEI's bare matrix for TEI clients.
+    embed_api: Literal["seed", "tei"] = "seed"
+    # The name responses give the model (OpenAI `model`, /info, /v1/models); default: its id or folder name.
+    served_model_name: str | None = None
     workers: int = Field(1, ge=1, le=64)
     access_log: bool = True
     warmup: bool = True
     graceful_timeout: int = Field(30, ge=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _key_from_file(cls, data: Any) -> Any:
+        """`api_key_file` becomes `api_key` here, so worker processes get the key and not the path."""
+        if not isinstance(data, dict) or not data.get("api_key_file"):
+            return data
+        if data.get("api_key"):
+            raise ValueError("give the API key or a file holding it, not both")
+        path = Path(data["api_key_file"])
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read the API key file {path}: {exc}") from exc
+        if not key:
+            raise ValueError(f"the API key file {path} is empty")
+        return {**data, "api_key": key, "api_key_file": None}
+
     @field_validator("api_key")
     @classmethod
     def _empty_key_is_none(cls, value: SecretStr | None) -> SecretStr | None:
         return value if value is not None and value.get_secret_value() else None
+
+    @property
+    def info_needs_key(self) -> bool:
+        return self.api_key is not None and self.protect_info is not False
 
     def to_env(self) -> dict[str, str]:
         """The settings as SERVE_* variables, so worker processes rebuild exactly this object."""

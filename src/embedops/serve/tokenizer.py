@@ -9,18 +9,30 @@ long input. Slow tokenizers keep their own call, under a lock.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from embedops.errors import ArtifactError
+from embedops.errors import ArtifactError, RequestError
 from embedops.models import read_json
 
 Encode = Callable[[list[str]], list[list[int]]]
+Decode = Callable[[list[int], bool], str]  # ids, skip special tokens → text
 _PROBE_TEXT = "hello world"
 _PROBE_ID = -1  # stands for the content in a slow tokenizer's build_inputs_with_special_tokens
+
+
+class Token(NamedTuple):
+    """One token as TEI's `/tokenize` returns it."""
+
+    id: int
+    text: str
+    special: bool
+    start: int | None
+    stop: int | None
 
 
 @dataclass(frozen=True)
@@ -33,7 +45,10 @@ class ServingTokenizer:
     pad_id: int
     pad_left: bool
     vocab_size: int
+    decode: Decode
     lowercase: bool = False
+    # The private Rust tokenizer of a fast tokenizer: what /tokenize reads offsets and token texts from.
+    backend: Any = None
 
     @property
     def specials(self) -> int:
@@ -44,6 +59,26 @@ class ServingTokenizer:
 
     def wrap(self, ids: Sequence[int]) -> list[int]:
         return [*self.prefix, *ids, *self.suffix]
+
+    def tokens(self, text: str, *, add_special_tokens: bool) -> list[Token]:
+        """Each token of `text` with its id, the text it stands for and its UTF-8 byte span (TEI's
+        `/tokenize` shape: special tokens have their own text and no span)."""
+        if self.backend is None:
+            raise RequestError("this model's tokenizer has no offsets (not a fast tokenizer)", status=501)
+        source = text.lower() if self.lowercase else text
+        encoding = self.backend.encode(source, add_special_tokens=add_special_tokens)
+        if len(source) != len(text):  # lowercasing changed the length: spans refer to the lowered text
+            text = source
+        ends = [0, *itertools.accumulate(len(char.encode()) for char in text)]  # char offset → byte offset
+        tokens: list[Token] = []
+        for token_id, (start, stop), special, piece in zip(
+            encoding.ids, encoding.offsets, encoding.special_tokens_mask, encoding.tokens, strict=True
+        ):
+            if special:
+                tokens.append(Token(token_id, piece, True, None, None))
+            else:
+                tokens.append(Token(token_id, text[start:stop], False, ends[start], ends[stop]))
+        return tokens
 
     @classmethod
     def from_files(cls, directory: Path, *, lowercase: bool = False) -> ServingTokenizer | None:
@@ -66,7 +101,9 @@ class ServingTokenizer:
             pad_id=pad_id or 0,
             pad_left=config.get("padding_side") == "left",
             vocab_size=backend.get_vocab_size(with_added_tokens=True),
+            decode=_decoder(backend),
             lowercase=lowercase,
+            backend=backend,
         )
 
     @classmethod
@@ -76,10 +113,12 @@ class ServingTokenizer:
             from tokenizers import Tokenizer
 
             backend = _without_padding_or_truncation(Tokenizer.from_str(tokenizer.backend_tokenizer.to_str()))
-            encode = _lock_free(backend)
+            encode, decode = _lock_free(backend), _decoder(backend)
             prefix, suffix = _specials_around(backend, tokenizer.name_or_path)
         else:
-            encode = _locked(tokenizer)
+            backend = None
+            lock = threading.Lock()
+            encode, decode = _locked(tokenizer, lock), _locked_decoder(tokenizer, lock)
             wrapped = tokenizer.build_inputs_with_special_tokens([_PROBE_ID])
             at = wrapped.index(_PROBE_ID)
             prefix, suffix = tuple(wrapped[:at]), tuple(wrapped[at + 1 :])
@@ -90,7 +129,9 @@ class ServingTokenizer:
             pad_id=tokenizer.pad_token_id or 0,
             pad_left=tokenizer.padding_side == "left",
             vocab_size=len(tokenizer),
+            decode=decode,
             lowercase=lowercase,
+            backend=backend,
         )
 
 
@@ -111,14 +152,27 @@ def _lock_free(backend: Any) -> Encode:
     return encode
 
 
-def _locked(tokenizer: Any) -> Encode:
-    lock = threading.Lock()
+def _decoder(backend: Any) -> Decode:
+    def decode(ids: list[int], skip_special_tokens: bool) -> str:
+        return str(backend.decode(ids, skip_special_tokens=skip_special_tokens))
 
+    return decode
+
+
+def _locked(tokenizer: Any, lock: threading.Lock) -> Encode:
     def encode(texts: list[str]) -> list[list[int]]:
         with lock:
             return tokenizer(texts, add_special_tokens=False, return_attention_mask=False, verbose=False)["input_ids"]
 
     return encode
+
+
+def _locked_decoder(tokenizer: Any, lock: threading.Lock) -> Decode:
+    def decode(ids: list[int], skip_special_tokens: bool) -> str:
+        with lock:
+            return str(tokenizer.decode(ids, skip_special_tokens=skip_special_tokens))
+
+    return decode
 
 
 def _specials_around(backend: Any, source: object) -> tuple[tuple[int, ...], tuple[int, ...]]:

@@ -1,0 +1,78 @@
+"""Operational routes: liveness `/healthz`, readiness `/readyz`, `/info` and Prometheus `/metrics`.
+
+The probes stay open (a kubelet has no key); /info and /metrics need the key when one is set,
+unless `--no-protect-info` opens them.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from embedops import __version__
+from embedops.serve.errors import json_response
+from embedops.serve.http import Gate
+from embedops.serve.service import EmbeddingService
+
+
+def register(app: FastAPI, service: EmbeddingService, gate: Gate) -> None:
+    settings, info = service.settings, service.info
+
+    def guard(request: Request) -> None:
+        if settings.info_needs_key:
+            gate.require_key(request)
+
+    async def healthz() -> Response:
+        if service.failed:
+            return json_response({"status": "failed", "error": service.failed}, 503)
+        return json_response({"status": "ok"})
+
+    async def readyz() -> Response:
+        if service.failed:
+            return json_response({"status": "failed", "error": service.failed}, 503)
+        if not service.ready:
+            return json_response({"status": "warming up"}, 503, {"Retry-After": "1"})
+        return json_response({"status": "ready"})
+
+    async def info_route(request: Request) -> Response:
+        guard(request)
+        return json_response(
+            {
+                "model": service.model_name,
+                "dim": info.dim,
+                "device": info.device,
+                "backend": info.backend,
+                "dtype": info.dtype,
+                "forward": info.forward,
+                "quantization": info.quantization,
+                "batch_invariant": info.batch_invariant,
+                "cpu": info.cpu,
+                "max_seq_length": info.max_seq_length,
+                "normalize": settings.normalize,
+                "model_normalizes": info.model_normalizes,
+                "auto_truncate": settings.auto_truncate,
+                "embed_api": settings.embed_api,
+                "limits": {
+                    "max_inputs": settings.max_inputs,
+                    "max_chars": settings.max_chars,
+                    "max_body_bytes": settings.max_body_bytes,
+                    "max_queue": settings.max_queue,
+                    "batch_size": settings.batch_size,
+                    "max_batch_tokens": settings.max_batch_tokens,
+                    "concurrency": settings.concurrency,
+                },
+                "auth": settings.api_key is not None,
+                "ready": service.ready,
+                "version": __version__,
+            }
+        )
+
+    async def metrics_route(request: Request) -> Response:
+        guard(request)
+        return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_api_route("/healthz", healthz, methods=["GET"], summary="Liveness: fails only when the model cannot run")
+    app.add_api_route("/readyz", readyz, methods=["GET"], summary="Readiness: warmed up and accepting work")
+    app.add_api_route("/info", info_route, methods=["GET"], summary="What is served, and under which limits")
+    app.add_api_route("/metrics", metrics_route, methods=["GET"], summary="Prometheus metrics")

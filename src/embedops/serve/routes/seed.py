@@ -1,0 +1,31 @@
+"""The seed's `POST /embed`: `{"inputs": [...]}` in, `{"embeddings", "dim", "model", "usage"}` out."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from embedops.serve.errors import json_response
+from embedops.serve.http import Gate, cost_headers, disconnected, register_post
+from embedops.serve.routes import embed_options
+from embedops.serve.schemas import EmbedRequest, SeedEmbedResponse, as_inputs
+from embedops.serve.service import EmbeddingService
+
+
+def register(app: FastAPI, service: EmbeddingService, gate: Gate) -> None:
+    async def embed(request: Request) -> Response:
+        started = time.perf_counter()
+        body = await gate.read(request, EmbedRequest)
+        embedded = await service.embed(as_inputs(body.inputs), embed_options(body), lambda: disconnected(request))
+        request.state.access = {"inputs": len(embedded.vectors), "tokens": embedded.tokens}
+        content: SeedEmbedResponse = {
+            "embeddings": embedded.vectors,
+            "dim": int(embedded.vectors.shape[1]),
+            "model": service.model_name,
+            "usage": {"tokens": embedded.tokens},
+        }
+        return json_response(content, headers=cost_headers(embedded, started, service.info.device))
+
+    register_post(app, "/embed", embed, "Embed texts (the seed's API)", EmbedRequest)

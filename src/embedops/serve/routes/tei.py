@@ -1,0 +1,52 @@
+"""text-embeddings-inference's routes, in its shapes: `POST /` (and `POST /embed` under
+`--embed-api tei`) answering a bare matrix, `POST /tokenize`, `POST /decode` and `GET /health`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from embedops.serve.errors import json_response
+from embedops.serve.http import Gate, cost_headers, disconnected, register_post
+from embedops.serve.routes import embed_options
+from embedops.serve.schemas import DecodeRequest, TeiEmbedRequest, TokenizeRequest, as_inputs
+from embedops.serve.service import EmbeddingService
+
+
+def register(app: FastAPI, service: EmbeddingService, gate: Gate) -> None:
+    async def embed(request: Request) -> Response:
+        started = time.perf_counter()
+        body = await gate.read(request, TeiEmbedRequest)
+        embedded = await service.embed(as_inputs(body.inputs), embed_options(body), lambda: disconnected(request))
+        request.state.access = {"inputs": len(embedded.vectors), "tokens": embedded.tokens}
+        return json_response(embedded.vectors, headers=cost_headers(embedded, started, service.info.device))
+
+    async def tokenize(request: Request) -> Response:
+        body = await gate.read(request, TokenizeRequest)
+        texts = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
+        tokens = await asyncio.to_thread(
+            service.tokens, texts, add_special_tokens=body.add_special_tokens, prompt_name=body.prompt_name
+        )
+        return json_response([[token._asdict() for token in row] for row in tokens])
+
+    async def decode(request: Request) -> Response:
+        body = await gate.read(request, DecodeRequest)
+        batch = [list(body.ids)] if isinstance(body.ids[0], int) else [list(ids) for ids in body.ids]
+        return json_response(service.decode(batch, skip_special_tokens=body.skip_special_tokens))
+
+    async def health() -> Response:
+        if service.failed:
+            return json_response({"error": service.failed, "error_type": "unhealthy"}, 503)
+        return Response(status_code=200)
+
+    register_post(app, "/", embed, "Embed texts (text-embeddings-inference API)", TeiEmbedRequest)
+    if service.settings.embed_api == "tei":
+        register_post(app, "/embed", embed, "Embed texts (text-embeddings-inference API)", TeiEmbedRequest)
+    register_post(
+        app, "/tokenize", tokenize, "Tokens of texts, with their spans (text-embeddings-inference API)", TokenizeRequest
+    )
+    register_post(app, "/decode", decode, "Texts of token ids (text-embeddings-inference API)", DecodeRequest)
+    app.add_api_route("/health", health, methods=["GET"], summary="Health, as text-embeddings-inference answers it")

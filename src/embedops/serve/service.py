@@ -1,0 +1,180 @@
+"""The embedding service, free of any HTTP API: check → prompt → tokenize → queue → embed → finish.
+
+Every route of every API (seed, OpenAI, TEI) turns its request into `inputs` and `EmbedOptions`,
+calls `embed`, and shapes the `Embedded` result its own way; limits and defaults live here once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from embedops.errors import RequestError
+from embedops.serve.batcher import Batcher, BatchLimits
+from embedops.serve.engine import Engine
+from embedops.serve.errors import ClientGone, ShuttingDown
+from embedops.serve.metrics import ServeMetrics
+from embedops.serve.settings import ServeSettings
+from embedops.serve.tokenizer import Token
+
+Disconnected = Callable[[], Coroutine[Any, Any, None]]  # its coroutine completes when the client hangs up
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    """Per-request choices; None means the server's default."""
+
+    normalize: bool | None = None
+    truncate: bool | None = None
+    left: bool = False
+    dimensions: int | None = None
+    prompt_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """A request's vectors and what they cost (the figures TEI's response headers carry)."""
+
+    vectors: np.ndarray
+    tokens: int
+    characters: int
+    tokenize_seconds: float
+    queue_seconds: float
+    inference_seconds: float
+
+
+class EmbeddingService:
+    """One loaded engine behind the shared batcher, with the server's limits and defaults."""
+
+    def __init__(self, settings: ServeSettings, engine: Engine, metrics: ServeMetrics) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.metrics = metrics
+        self.info = engine.info
+        self.ready = False
+        self.failed: str | None = None  # why the model cannot run here, once warm-up has shown it
+        self.batcher = Batcher(
+            engine,
+            metrics,
+            BatchLimits(settings.concurrency, settings.batch_size, settings.max_batch_tokens, settings.max_queue),
+        )
+        ref = engine.ref
+        # A name, never a server path: hub ids and the bundled model by their id, a folder by its name.
+        self.model_name = settings.served_model_name or (
+            ref.reference if ref.source in ("bundled", "hub") else ref.path.name
+        )
+
+    async def embed(
+        self, inputs: list[str] | list[list[int]], options: EmbedOptions, disconnected: Disconnected
+    ) -> Embedded:
+        """Vectors of texts (or token-id lists); the work is dropped as soon as `disconnected` completes."""
+        self.check_dimensions(options.dimensions)
+        truncate = self.settings.auto_truncate if options.truncate is None else options.truncate
+        texts = [text for text in inputs if isinstance(text, str)]
+        with self.batcher.admit():
+            self.check_count(len(inputs))
+            started = time.perf_counter()
+            if len(texts) == len(inputs):
+                self.check_lengths(texts)
+                ids = await self.batcher.tokenize(
+                    self.with_prompt(texts, options.prompt_name), truncate=truncate, left=options.left
+                )
+            else:
+                if options.prompt_name is not None:
+                    raise RequestError("prompt_name applies to texts, not to token ids", param="prompt_name")
+                ids = self.engine.prepare_ids([list(map(int, row)) for row in inputs], truncate=truncate)
+            tokenized = time.perf_counter()
+            job = self.batcher.submit(ids)
+            vectors = await _unless_disconnected(job.future, disconnected)
+        tokens = sum(map(len, ids))
+        self.metrics.input_tokens.inc(tokens)
+        normalize = self.settings.normalize if options.normalize is None else options.normalize
+        return Embedded(
+            vectors=self.engine.finish(vectors, normalize=normalize, dimensions=options.dimensions),
+            tokens=tokens,
+            characters=sum(map(len, texts)),
+            tokenize_seconds=tokenized - started,
+            queue_seconds=job.queue_seconds,
+            inference_seconds=job.inference_seconds,
+        )
+
+    def tokens(self, texts: list[str], *, add_special_tokens: bool, prompt_name: str | None) -> list[list[Token]]:
+        """Each text's tokens with their spans (TEI's /tokenize), under the same input limits as /embed."""
+        self.check_count(len(texts))
+        self.check_lengths(texts)
+        tokenizer = self.engine.tokenizer
+        return [
+            tokenizer.tokens(text, add_special_tokens=add_special_tokens)
+            for text in self.with_prompt(texts, prompt_name)
+        ]
+
+    def decode(self, batch: list[list[int]], *, skip_special_tokens: bool) -> list[str]:
+        """Texts of token-id lists (TEI's /decode)."""
+        self.check_count(len(batch))
+        vocab = self.info.vocab_size
+        for index, ids in enumerate(batch):
+            if any(token >= vocab for token in ids):
+                raise RequestError(f"ids {index} has ids outside the vocabulary [0, {vocab})", param="ids")
+        return [self.engine.tokenizer.decode(ids, skip_special_tokens) for ids in batch]
+
+    def check_count(self, inputs: int) -> None:
+        if inputs > self.settings.max_inputs:
+            raise RequestError(
+                f"{inputs} inputs in one request; the limit is {self.settings.max_inputs}",
+                status=413,
+                code="too_many_inputs",
+                param="input",
+            )
+
+    def check_lengths(self, texts: list[str]) -> None:
+        for index, text in enumerate(texts):
+            if len(text) > self.settings.max_chars:
+                raise RequestError(
+                    f"input {index} has {len(text)} characters; the limit is {self.settings.max_chars}",
+                    status=413,
+                    code="input_too_long",
+                    param="input",
+                )
+
+    def check_dimensions(self, dimensions: int | None) -> None:
+        if dimensions is not None and dimensions > self.info.dim:
+            raise RequestError(f"dimensions must be between 1 and {self.info.dim}", param="dimensions")
+
+    def with_prompt(self, texts: list[str], prompt_name: str | None) -> list[str]:
+        if prompt_name is None:
+            return texts
+        prompts = self.engine.prompts
+        if prompt_name not in prompts:
+            raise RequestError(
+                f"prompt_name {prompt_name!r} is not one of the model's prompts {sorted(prompts)}",
+                param="prompt_name",
+            )
+        return [prompts[prompt_name] + text for text in texts]
+
+
+async def _unless_disconnected(work: asyncio.Future[np.ndarray], disconnected: Disconnected) -> np.ndarray:
+    """Await `work`, or cancel it (the batcher then skips it) as soon as the client hangs up.
+
+    The request's own task is cancelled only by uvicorn, when a graceful shutdown outlasts its
+    timeout; the client, still connected, then gets a JSON 503 with Retry-After rather than
+    uvicorn's plain-text 500.
+    """
+    watcher = asyncio.ensure_future(disconnected())
+    watcher.add_done_callback(lambda _: work.cancel())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling() > 0:
+            task.uncancel()
+            raise ShuttingDown() from None
+        if watcher.done() and not watcher.cancelled():
+            raise ClientGone() from None
+        raise
+    finally:
+        watcher.cancel()
