@@ -56,7 +56,7 @@ $(VENV)/.train-$(PINS): | $(BIN)/python
 	touch $@ $(VENV)/.runtime-$(PINS)
 
 $(VENV)/.dev-$(PINS): $(VENV)/.train-$(PINS)
-	$(BIN)/pip install --quiet -e ".[serve,onnx,train,embed,index,ray,dev]"
+	$(BIN)/pip install --quiet -e ".[serve,onnx,train,embed,index,ray,dev,clients]"
 	touch $@
 
 install: $(VENV)/.runtime-$(PINS)

