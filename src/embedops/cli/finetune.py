@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Fine-tune with MultipleNegativesRankingLoss (hard negatives used when present).",
     )
     add_finetune_arguments(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, parser=parser)
 
 
 def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,6 +80,22 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     checkpoints.add_argument(
         "--resume", action="store_true", help="continue an interrupted run from its last checkpoint"
     )
+    processes = parser.add_argument_group("several processes (DDP)")
+    processes.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train in N processes on this machine, in-batch negatives gathered across them "
+        "(under torchrun or accelerate launch, leave it out)",
+    )
+    processes.add_argument(
+        "--ddp-timeout",
+        type=int,
+        default=1800,
+        metavar="SECONDS",
+        help="longest wait of one process for the others (rank 0 mining negatives included)",
+    )
 
 
 def config_from_args(args: argparse.Namespace):
@@ -108,14 +124,42 @@ def config_from_args(args: argparse.Namespace):
         force=args.force,
         mine_negatives=args.mine_negatives,
         mine_corpus=args.mine_corpus,
+        ddp_timeout=args.ddp_timeout,
     )
+
+
+def _launch(args: argparse.Namespace, config) -> int:
+    """`--nproc N`: the checks that need no model, then the same command in N processes under torchrun."""
+    import os
+
+    from embedops.artifact import check_output_free
+    from embedops.errors import ConfigError
+    from embedops.train import distributed
+
+    if "WORLD_SIZE" in os.environ:
+        raise ConfigError("--nproc starts its own processes; under torchrun or accelerate launch leave it out")
+    if args.device not in (None, "cpu", "cuda"):
+        raise ConfigError(f"--device {args.device}: with --nproc each process takes cuda:LOCAL_RANK; use cuda or cpu")
+    if not config.resume:
+        check_output_free(config.output.absolute(), force=config.force)
+    distributed.launch(args.nproc, ["finetune", *distributed.argv_without(args.parser, args, {"nproc"})])
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    if args.nproc < 1:
+        from embedops.errors import ConfigError
+
+        raise ConfigError(f"--nproc must be at least 1, got {args.nproc}")
+    if args.nproc > 1:
+        return _launch(args, config)
+    from embedops.train.distributed import current_world
     from embedops.train.finetune import finetune
 
     result = finetune(config)
+    if not current_world().is_main:
+        return 0  # rank 0 reports
     training = result.manifest.training or {}
     print(f"\nsaved {result.manifest.kind} model to {result.path}")
     print(

@@ -58,10 +58,11 @@ def latest_complete(directory: Path) -> Path | None:
 
 class RunClock(TrainerCallback):
     """Training seconds across interruptions. Each checkpoint's save records the seconds behind it, so
-    a run resumed from step N starts its count from what step N had cost, not from zero."""
+    a run resumed from step N starts its count from what step N had cost, not from zero. Under several
+    processes only rank 0 `writes` the file."""
 
-    def __init__(self, work: Path, resumed_from: Path | None) -> None:
-        self.path = work / _CLOCK
+    def __init__(self, work: Path, resumed_from: Path | None, *, writes: bool = True) -> None:
+        self.path, self.writes = work / _CLOCK, writes
         self.saved: dict[str, Any] = json.loads(self.path.read_text(encoding="utf-8")) if self.path.is_file() else {}
         steps = self.saved.setdefault("steps", {})
         self.before = float(steps.get(str(_step(resumed_from)), 0.0)) if resumed_from is not None else 0.0
@@ -83,4 +84,5 @@ class RunClock(TrainerCallback):
         self._write()
 
     def _write(self) -> None:
-        write_text_atomically(self.path, json.dumps(self.saved | {"segments": self.segments}))
+        if self.writes:
+            write_text_atomically(self.path, json.dumps(self.saved | {"segments": self.segments}))

@@ -53,6 +53,7 @@ class FinetuneConfig:
     lr_schedule: str = "linear"
     lr_candidates: list[float] | None = None  # probe these rates on the validation data first (train.probe)
     probe_steps: int | None = None  # steps per probed rate (default: train.probe.probe_steps)
+    ddp_timeout: int = 1800  # seconds any collective may wait under several processes (rank 0's mining included)
 
     def __post_init__(self) -> None:
         self.data, self.output = Path(self.data), Path(self.output)
@@ -73,6 +74,7 @@ class FinetuneConfig:
             (self.lr_schedule in LR_SCHEDULES, f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}"),
             (all(rate > 0 for rate in self.lr_candidates or []), "probed learning rates must be positive"),
             (self.probe_steps is None or self.probe_steps >= 1, "--probe-steps must be at least 1"),
+            (self.ddp_timeout >= 1, f"--ddp-timeout must be at least 1 second, got {self.ddp_timeout}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -1,31 +1,39 @@
 """`finetune(config)`: pairs file + base model -> fine-tuned (or LoRA adapter) artifact.
 
 The order matters for the promise "bad input loses nothing": the data is validated completely
-before any directory is created, checkpoints live in a work directory beside the output
+before any directory is created (train.prepare), checkpoints live in a work directory beside the output
 (`.NAME.work/`, kept until success so `--resume` can continue), and the artifact is published by
 rename only at the very end.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from embedops.artifact import ArtifactBuilder, Manifest, check_output_free, sha256_file, write_text_atomically
-from embedops.data import PairReader, ReadStats
+from embedops.artifact import ArtifactBuilder, Manifest
+from embedops.data import ReadStats
 from embedops.errors import ConfigError, MissingDependencyError
 from embedops.evaluate.metrics import pair_retrieval_metrics
-from embedops.models import ModelRef, resolve
 from embedops.models import load as load_model
+from embedops.train import distributed
 from embedops.train.config import FinetuneConfig
+from embedops.train.distributed import World, current_world, main_first, on_main
+from embedops.train.prepare import datasets, prepare
+from embedops.train.prepare import work_dir_for as work_dir_for  # where callers have always found it
 from embedops.train.probe import ProbeOutcome, estimate_line
-from embedops.train.records import plot_loss, plot_validation, write_model_card, write_training_log
+from embedops.train.records import (
+    build_manifest,
+    plot_loss,
+    plot_validation,
+    training_record,
+    write_model_card,
+    write_training_log,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -34,7 +42,6 @@ if TYPE_CHECKING:
 
     from embedops.train.selection import EpochSelection
 
-_STATE = "state.json"
 logger = logging.getLogger(__name__)
 
 
@@ -45,124 +52,15 @@ class FinetuneResult:
     stats: ReadStats
 
 
-def work_dir_for(output: Path) -> Path:
-    """Where checkpoints of a run towards `output` live until it succeeds."""
-    output = output.absolute()
-    return output.parent / f".{output.name}.work"
-
-
-def scan_data(config: FinetuneConfig) -> tuple[ReadStats, str]:
-    """Validate every line (raising DataError at the first bad one) and hash the file, in one pass."""
-    reader = PairReader(config.data, skip_invalid=config.skip_invalid)
-    for _ in reader:
-        pass
-    return reader.stats, sha256_file(config.data)
-
-
-def _examples(path: str, skip_invalid: bool, with_negative: bool, data_sha256: str) -> Iterator[dict[str, str | None]]:
-    # data_sha256 is unused here but part of the arguments, so datasets' cache key changes with the content.
-    del data_sha256
-    for example in PairReader(path, skip_invalid=skip_invalid):
-        row: dict[str, str | None] = {"anchor": example.anchor, "positive": example.positive}
-        if with_negative:
-            row["negative"] = example.negative
-        yield row
-
-
-def build_dataset(config: FinetuneConfig, stats: ReadStats, data_sha256: str, cache_dir: Path) -> Dataset:
-    """Stream the file into an on-disk Arrow dataset: memory stays flat however long the file is."""
-    from datasets import Dataset
-    from datasets.utils.logging import disable_progress_bar
-
-    disable_progress_bar()
-    return Dataset.from_generator(
-        _examples,
-        gen_kwargs={
-            "path": str(config.data),
-            "skip_invalid": config.skip_invalid,
-            "with_negative": stats.with_negative > 0,
-            "data_sha256": data_sha256,
-        },
-        cache_dir=str(cache_dir),
-    )
-
-
-def _run_key(config: FinetuneConfig, data_sha256: str) -> dict[str, Any]:
-    """What an interrupted run must share with the one that continues it: the data, the model, and every
-    setting that shapes the steps, so a resumed manifest never records a recipe it did not train."""
-    settings = ("base_model", "use_lora", "epochs", "batch_size", "loss", "seed", "mine_negatives", "lr_schedule")
-    key = {"data_sha256": data_sha256} | {name: getattr(config, name) for name in settings}
-    return key | {"lr": config.learning_rate, "lr_candidates": config.lr_candidates}
-
-
-def _prepare_work_dir(config: FinetuneConfig, data_sha256: str) -> tuple[Path, bool]:
-    """The run's work directory, and whether it continues an interrupted run there."""
-    work = work_dir_for(config.output)
-    state_path = work / _STATE
-    run_key = _run_key(config, data_sha256)
-    previous = json.loads(state_path.read_text()) if state_path.is_file() else None
-    if config.resume:
-        if previous is None:
-            raise ConfigError(f"--resume: no interrupted run to continue for {config.output} ({work} is missing)")
-        changed = [key for key, value in run_key.items() if previous.get(key) != value]
-        if changed:
-            raise ConfigError(
-                f"--resume: the interrupted run used a different {', '.join(changed)}; "
-                "resume with the same data, model and settings, or start over with --force"
-            )
-        return work, True
-    if config.resume_if_possible and previous == run_key:
-        logger.info("continuing the interrupted run in %s", work)
-        return work, True
-    if work.exists():
-        if not (config.force or config.resume_if_possible):
-            raise ConfigError(
-                f"checkpoints of an interrupted run exist in {work}: continue it with --resume, "
-                "or start over with --force"
-            )
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    write_text_atomically(state_path, json.dumps(run_key))
-    return work, False
-
-
-def _mine_negatives(config: FinetuneConfig, work: Path, resuming: bool) -> tuple[FinetuneConfig, dict[str, int]]:
-    """Mine hard negatives with the base model into the work dir (kept for --resume); train on those.
-    Returns the config that trains on them and how many pairs got a mined and a random negative."""
-    from embedops.data.mine import MineConfig, mine
-
-    mined, summary_path = work / "mined-negatives.jsonl", work / "mined-negatives.json"
-    if not (resuming and mined.is_file() and summary_path.is_file()):
-        result = mine(
-            MineConfig(
-                data=config.data,
-                output=mined,
-                corpus=config.mine_corpus,
-                model=config.base_model,
-                num_negatives=config.mine_negatives,
-                device=config.device,
-                skip_invalid=config.skip_invalid,
-                force=True,
-            )
-        )
-        summary = {"pairs": result.pairs, "with_mined": result.pairs - result.filled, "with_random": result.filled}
-        write_text_atomically(summary_path, json.dumps(summary))
-        logger.info(
-            "mined negatives: %d of %d pairs got a mined one, %d a random one",
-            summary["with_mined"],
-            summary["pairs"],
-            summary["with_random"],
-        )
-    summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    return replace(config, data=mined, skip_invalid=False), summary
-
-
-def _loss(config: FinetuneConfig, model: SentenceTransformer) -> Any:
+def _loss(config: FinetuneConfig, model: SentenceTransformer, gather: bool = False) -> Any:
+    """MNRL, or its cached form; with `gather`, every process's candidates are negatives for every anchor."""
     from sentence_transformers import losses
 
     if config.loss == "cached-mnrl":
-        return losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=config.mini_batch_size)
-    return losses.MultipleNegativesRankingLoss(model)
+        return losses.CachedMultipleNegativesRankingLoss(
+            model, mini_batch_size=config.mini_batch_size, gather_across_devices=gather
+        )
+    return losses.MultipleNegativesRankingLoss(model, gather_across_devices=gather)
 
 
 def _add_lora(config: FinetuneConfig, model: SentenceTransformer) -> None:
@@ -215,7 +113,13 @@ def sanity_eval(model: SentenceTransformer, holdout: Dataset, batch_size: int) -
 
 
 def _training_arguments(
-    config: FinetuneConfig, output_dir: Path, device: str, steps_per_epoch: int, lr: float, max_steps: int = -1
+    config: FinetuneConfig,
+    output_dir: Path,
+    device: str,
+    steps_per_epoch: int,
+    lr: float,
+    max_steps: int = -1,
+    world: World | None = None,
 ) -> Any:
     """The trainer's arguments. `max_steps` > 0 is a probe: a short stretch, nothing saved, and the
     constant schedule of the main run it stands in for."""
@@ -235,7 +139,7 @@ def _training_arguments(
         }
     else:
         schedule = {"lr_scheduler_type": "linear", "warmup_ratio": config.warmup_ratio}
-    return SentenceTransformerTrainingArguments(
+    arguments: dict[str, Any] = dict(
         output_dir=str(output_dir),
         num_train_epochs=config.epochs,
         max_steps=max_steps,
@@ -258,6 +162,9 @@ def _training_arguments(
         bf16=precision["bf16"],
         fp16=precision["fp16"],
     )
+    # Several processes: one no-duplicates batch of world x batch cut into per-process parts, gloo on CPU.
+    arguments |= distributed.trainer_arguments(world or World(), use_cuda, config.ddp_timeout)
+    return SentenceTransformerTrainingArguments(**arguments)
 
 
 def _probe(
@@ -307,37 +214,35 @@ def finetune(config: FinetuneConfig, selection: EpochSelection | None = None) ->
 
     With `selection`, the model is scored on its validation data after every epoch, training stops when
     the score stops improving, and the best epoch's weights are published (see train.selection).
+    Under a launcher (torchrun, `accelerate launch`) every process trains a replica (train.distributed).
     """
-    check_output_free(config.output.absolute(), force=config.force)
-    stats, data_sha256 = scan_data(config)
-    if config.eval_sample_size and config.eval_sample_size >= stats.rows:
-        raise ConfigError(
-            f"--eval-sample-size {config.eval_sample_size} leaves nothing to train on ({stats.rows} valid pairs)"
-        )
-    base = resolve(config.base_model)
-    device = _device(config)
-    work, resuming = _prepare_work_dir(config, data_sha256)
+    world, device = current_world(), _device(config)  # before anything is written: a bad device loses nothing
+    if world.size == 1:
+        return _finetune(config, selection, world, device)
+    if selection is not None:
+        raise ConfigError("selecting epochs on validation data (the pipeline) runs in one process, not under DDP")
+    device = distributed.start(world, device, config.ddp_timeout)
+    try:
+        return _finetune(config, None, world, device)
+    finally:
+        distributed.stop()
 
-    train_config, train_stats, train_sha256, mined = config, stats, data_sha256, None
-    if config.mine_negatives:
-        train_config, mined = _mine_negatives(config, work, resuming)
-        train_stats, train_sha256 = scan_data(train_config)
-    dataset = build_dataset(train_config, train_stats, train_sha256, work / "dataset")
-    holdout = None
-    if config.eval_sample_size:
-        split = dataset.train_test_split(test_size=config.eval_sample_size, seed=config.seed)
-        dataset, holdout = split["train"], split["test"]
 
-    model = load_model(base, device=device)
+def _finetune(config: FinetuneConfig, selection: EpochSelection | None, world: World, device: str) -> FinetuneResult:
+    prepared = on_main(world, lambda: prepare(config, world.size))
+    stats, data_sha256, work = prepared.stats, prepared.data_sha256, prepared.work
+    dataset, holdout = main_first(world, lambda: datasets(config, prepared))
+
+    model = load_model(prepared.base, device=device)
     if config.max_seq_length:
         model.max_seq_length = config.max_seq_length
-    before = sanity_eval(model, holdout, config.batch_size) if holdout is not None else None
+    before = sanity_eval(model, holdout, config.batch_size) if holdout is not None and world.is_main else None
     if config.use_lora:
         _add_lora(config, model)
 
     from sentence_transformers import SentenceTransformerTrainer
 
-    steps_per_epoch = -(-len(dataset) // config.batch_size)
+    steps_per_epoch = -(-len(dataset) // (config.batch_size * world.size))
     lr, probe, keep_best = config.learning_rate, None, None
     started = time.perf_counter()
     if config.lr_candidates:
@@ -349,19 +254,22 @@ def finetune(config: FinetuneConfig, selection: EpochSelection | None = None) ->
         logger.info(estimate_line(probe, steps_per_epoch, validation, config.epochs))
     from embedops.train.checkpoints import RunClock, latest_complete
 
-    checkpoint = latest_complete(work / "checkpoints") if resuming else None
-    clock = RunClock(work, checkpoint)
+    checkpoint = on_main(world, lambda: latest_complete(work / "checkpoints") if prepared.resuming else None)
+    clock = RunClock(work, checkpoint, writes=world.is_main)
     probe_seconds = clock.probe_seconds(time.perf_counter() - started)
     if selection is not None:
         from embedops.train.selection import KeepBestEpoch
 
         base_score = probe.base_score if probe is not None else None
         keep_best = KeepBestEpoch(model, selection, state_dir=work, base_score=base_score)
+    arguments = _training_arguments(config, work / "checkpoints", device, steps_per_epoch, lr, world=world)
+    if world.size > 1:
+        distributed.plain_cpu_device(arguments)
     trainer = SentenceTransformerTrainer(
         model=model,
-        args=_training_arguments(config, work / "checkpoints", device, steps_per_epoch, lr),
+        args=arguments,
         train_dataset=dataset,
-        loss=_loss(config, model),
+        loss=_loss(config, model, gather=world.size > 1),
         callbacks=[keep_best, clock] if keep_best is not None else [clock],
     )
     if checkpoint is not None:
@@ -370,91 +278,36 @@ def finetune(config: FinetuneConfig, selection: EpochSelection | None = None) ->
     train_seconds = clock.seconds
     if keep_best is not None:
         keep_best.restore_best()
-    after = sanity_eval(model, holdout, config.batch_size) if holdout is not None else None
 
-    # pairs/s counts the training itself; `seconds` is the whole run, across resumed segments, probe included.
-    training = _training_record(config, model, stats, data_sha256, trainer, train_seconds, len(dataset))
-    training.update(
-        lr=lr,
-        seconds=round(probe_seconds + train_seconds, 1),
-        probe_seconds=round(probe_seconds, 1),
-        segments=clock.segments,
-    )
-    if config.mine_negatives:
-        training.update(hard_negatives=True, mined_negatives=config.mine_negatives, mined=mined)
-        training["mine_corpus"] = str(config.mine_corpus) if config.mine_corpus else None
-    if selection is not None:
-        training["selection"] = selection.to_record()
-    if holdout is not None:
-        training["sanity_eval"] = {"pairs": len(holdout), "before": before, "after": after}
-    manifest = _manifest(config, base, model, training)
-    with ArtifactBuilder(config.output, force=config.force) as builder:
-        model.save(str(builder.path), create_model_card=False)
-        write_training_log(builder.path, trainer.state.log_history)
-        plot_loss(builder.path, trainer.state.log_history)
+    def publish() -> FinetuneResult:
+        after = sanity_eval(model, holdout, config.batch_size) if holdout is not None else None
+        # pairs/s counts the training itself; `seconds` is the whole run, across resumed segments, probe included.
+        training = training_record(config, model, stats, data_sha256, trainer, train_seconds, len(dataset))
+        training.update(
+            lr=lr,
+            seconds=round(probe_seconds + train_seconds, 1),
+            probe_seconds=round(probe_seconds, 1),
+            segments=clock.segments,
+        )
+        if config.mine_negatives:
+            training.update(hard_negatives=True, mined_negatives=config.mine_negatives, mined=prepared.mined)
+            training["mine_corpus"] = str(config.mine_corpus) if config.mine_corpus else None
         if selection is not None:
-            plot_validation(builder.path, training["selection"])
-        write_model_card(builder.path, manifest, name=config.output.name)
-        path = builder.publish(manifest)
-    shutil.rmtree(work, ignore_errors=True)
-    return FinetuneResult(path=path, manifest=manifest, stats=stats)
+            training["selection"] = selection.to_record()
+        if holdout is not None:
+            training["sanity_eval"] = {"pairs": len(holdout), "before": before, "after": after}
+        if world.size > 1:
+            training["distributed"] = distributed.record(world, config.batch_size, device)
+        manifest = build_manifest(config, prepared.base, model, training)
+        with ArtifactBuilder(config.output, force=config.force) as builder:
+            model.save(str(builder.path), create_model_card=False)
+            write_training_log(builder.path, trainer.state.log_history)
+            plot_loss(builder.path, trainer.state.log_history)
+            if selection is not None:
+                plot_validation(builder.path, training["selection"])
+            write_model_card(builder.path, manifest, name=config.output.name)
+            path = builder.publish(manifest)
+        shutil.rmtree(work, ignore_errors=True)
+        return FinetuneResult(path=path, manifest=manifest, stats=stats)
 
-
-def _manifest(config: FinetuneConfig, base: ModelRef, model: SentenceTransformer, training: dict[str, Any]) -> Manifest:
-    source = base.manifest
-    adapter = None
-    if config.use_lora:
-        adapter = {
-            "type": "lora",
-            "r": config.lora.r,
-            "alpha": config.lora.alpha,
-            "dropout": config.lora.dropout,
-            "target_modules": config.lora.target_modules,
-            "merged": False,
-            "base": base.name,
-        }
-    return Manifest(
-        kind="finetuned",
-        base_model=source.base_model or base.name,
-        parent=base.name,
-        backend="torch",
-        dtype="fp32",
-        dim=model.get_sentence_embedding_dimension(),
-        max_seq_length=model.max_seq_length,
-        pooling=source.pooling,
-        normalize=source.normalize,
-        license=source.license,
-        attribution=source.attribution,
-        adapter=adapter,
-        training=training,
-    )
-
-
-def _training_record(
-    config: FinetuneConfig,
-    model: SentenceTransformer,
-    stats: ReadStats,
-    data_sha256: str,
-    trainer: Any,
-    seconds: float,
-    train_pairs: int,
-) -> dict[str, Any]:
-    return {
-        "data": str(config.data),
-        "data_sha256": data_sha256,
-        "pairs": train_pairs,
-        "skipped_lines": stats.skipped,
-        "hard_negatives": stats.with_negative > 0,
-        "epochs": config.epochs,
-        "epochs_run": round(trainer.state.epoch or 0, 2),
-        "batch_size": config.batch_size,
-        "lr": config.learning_rate,
-        "warmup_ratio": config.warmup_ratio,
-        "loss": config.loss,
-        "seed": config.seed,
-        "max_seq_length": model.max_seq_length,
-        "steps": trainer.state.global_step,
-        "seconds": round(seconds, 1),
-        "lr_schedule": config.lr_schedule,
-        "pairs_per_second": round(train_pairs * (trainer.state.epoch or 0) / seconds, 1) if seconds else None,
-    }
+    return on_main(world, publish)

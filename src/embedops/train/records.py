@@ -1,12 +1,20 @@
-"""What a training run leaves beside the weights: the log, the loss curve and the model card."""
+"""What a training run leaves beside the weights: the manifest and its training record, the log, the loss
+curve and the model card."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from embedops.artifact import Manifest
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+    from embedops.data import ReadStats
+    from embedops.models import ModelRef
+    from embedops.train.config import FinetuneConfig
 
 
 def write_training_log(directory: Path, log_history: list[dict[str, Any]]) -> None:
@@ -118,3 +126,66 @@ def write_model_card(directory: Path, manifest: Manifest, *, name: str) -> None:
         "",
     ]
     (directory / "README.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+def build_manifest(
+    config: FinetuneConfig, base: ModelRef, model: SentenceTransformer, training: dict[str, Any]
+) -> Manifest:
+    """The fine-tuned artifact's manifest: what the model produces, where it came from, how it was trained."""
+    source = base.manifest
+    adapter = None
+    if config.use_lora:
+        adapter = {
+            "type": "lora",
+            "r": config.lora.r,
+            "alpha": config.lora.alpha,
+            "dropout": config.lora.dropout,
+            "target_modules": config.lora.target_modules,
+            "merged": False,
+            "base": base.name,
+        }
+    return Manifest(
+        kind="finetuned",
+        base_model=source.base_model or base.name,
+        parent=base.name,
+        backend="torch",
+        dtype="fp32",
+        dim=model.get_sentence_embedding_dimension(),
+        max_seq_length=model.max_seq_length,
+        pooling=source.pooling,
+        normalize=source.normalize,
+        license=source.license,
+        attribution=source.attribution,
+        adapter=adapter,
+        training=training,
+    )
+
+
+def training_record(
+    config: FinetuneConfig,
+    model: SentenceTransformer,
+    stats: ReadStats,
+    data_sha256: str,
+    trainer: Any,
+    seconds: float,
+    train_pairs: int,
+) -> dict[str, Any]:
+    return {
+        "data": str(config.data),
+        "data_sha256": data_sha256,
+        "pairs": train_pairs,
+        "skipped_lines": stats.skipped,
+        "hard_negatives": stats.with_negative > 0,
+        "epochs": config.epochs,
+        "epochs_run": round(trainer.state.epoch or 0, 2),
+        "batch_size": config.batch_size,
+        "lr": config.learning_rate,
+        "warmup_ratio": config.warmup_ratio,
+        "loss": config.loss,
+        "seed": config.seed,
+        "max_seq_length": model.max_seq_length,
+        "steps": trainer.state.global_step,
+        "seconds": round(seconds, 1),
+        "lr_schedule": config.lr_schedule,
+        "pairs_per_second": round(train_pairs * (trainer.state.epoch or 0) / seconds, 1) if seconds else None,
+    }

@@ -1,0 +1,215 @@
+"""Fine-tuning across processes: torchrun, `accelerate launch` or `embedops finetune --nproc N`.
+
+Every process trains a replica under DDP (the HF trainer wraps the model itself when the launcher's
+environment says so); the loss gathers the other processes' positives and negatives, so each anchor is
+ranked against world_size x batch candidates, as one process with the whole batch would rank it.
+Everything that writes (work directory, mined negatives, checkpoint choice, the artifact) happens on
+rank 0; the others wait for its outcome, and an error there is handed to them, so no process is left
+waiting in a collective for a peer that has already given up. A process that dies is the launcher's
+to handle: torchrun stops the others when one exits non-zero, and `timeout_s` bounds any collective.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from embedops.errors import ConfigError, EmbedopsError
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the training processes, as the launcher's environment gives it."""
+
+    rank: int = 0
+    local_rank: int = 0
+    size: int = 1
+    local_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def nodes(self) -> int:
+        return max(1, self.size // max(1, self.local_size))
+
+
+def current_world() -> World:
+    """Read RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE (set by torchrun and `accelerate launch`)."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World()
+    return World(
+        rank=int(os.environ.get("RANK", "0")),
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        size=size,
+        local_size=int(os.environ.get("LOCAL_WORLD_SIZE", str(size))),
+    )
+
+
+class MainProcessError(EmbedopsError):
+    """Rank 0's error, raised on the other ranks so that every process stops with it."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class ProcessFailedError(EmbedopsError):
+    """A training process died or failed; the launcher stopped the others."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def start(world: World, device: str, timeout_s: int) -> str:
+    """Join the process group (gloo on CPU, nccl on CUDA) and return this process's device.
+
+    The group is created here, before the trainer, because rank 0's preparation is shared through it;
+    accelerate then uses the group as it finds it."""
+    import torch
+    import torch.distributed as dist
+
+    if device not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {device}: under several processes each takes cuda:LOCAL_RANK; use cuda or cpu")
+    if device == "cuda":
+        torch.cuda.set_device(world.local_rank)
+        device = f"cuda:{world.local_rank}"
+    if not dist.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+    if not world.is_main:
+        logging.getLogger("embedops").setLevel(logging.WARNING)  # one log, rank 0's
+    logger.info("process group: %d processes on %d node(s), backend %s", world.size, world.nodes, dist.get_backend())
+    return device
+
+
+def stop() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _broadcast(value: Any) -> Any:
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def on_main(world: World, work: Callable[[], T]) -> T:
+    """Run `work` on rank 0 and give every rank its result (or its error)."""
+    if world.size == 1:
+        return work()
+    return _run_first(world, work, share=True)
+
+
+def main_first(world: World, work: Callable[[], T]) -> T:
+    """Run `work` on rank 0, then on the others (a cache rank 0 filled, files it wrote)."""
+    if world.size == 1:
+        return work()
+    return _run_first(world, work, share=False)
+
+
+def _run_first(world: World, work: Callable[[], T], *, share: bool) -> T:
+    if world.is_main:
+        try:
+            result = work()
+        except Exception as exc:
+            code = exc.exit_code if isinstance(exc, EmbedopsError) else 1
+            _broadcast(("error", str(exc), code))
+            raise
+        _broadcast(("ok", result if share else None, 0))
+        return result
+    status, value, code = _broadcast(None)
+    if status == "error":
+        raise MainProcessError(f"{value} (on rank 0)", code)
+    return value if share else work()
+
+
+def record(world: World, batch_size: int, device: str) -> dict[str, Any]:
+    """The manifest's account of a multi-process run: how many processes, and the batch the loss saw."""
+    return {
+        "world_size": world.size,
+        "nodes": world.nodes,
+        "backend": "nccl" if device.startswith("cuda") else "gloo",
+        "per_process_batch_size": batch_size,
+        "effective_batch_size": batch_size * world.size,
+        "gather_across_processes": True,
+    }
+
+
+def trainer_arguments(world: World, use_cuda: bool, timeout_s: int) -> dict[str, Any]:
+    """The TrainingArguments a multi-process run adds; none for one process."""
+    if world.size == 1:
+        return {}
+    from embedops.train.batches import ProcessSplitBatchSampler
+
+    return {
+        "ddp_backend": "nccl" if use_cuda else "gloo",
+        "ddp_timeout": timeout_s,
+        "batch_sampler": ProcessSplitBatchSampler,
+    }
+
+
+def plain_cpu_device(arguments: Any) -> None:
+    """accelerate names a CPU process's device cpu:0, to which torch.load cannot map a checkpoint's
+    optimizer state (--resume failed with "don't know how to restore data location"); a CPU has one
+    device, so plain "cpu" is the same place. Sets the value transformers' own cached_property keeps."""
+    import torch
+
+    if arguments.device.type == "cpu" and arguments.device.index is not None:
+        setattr(arguments, "__cached__setup_devices", torch.device("cpu"))
+        if arguments.device.index is not None:
+            logger.warning("could not set the trainer's device to plain cpu: --resume may fail to load the optimizer")
+
+
+def launch(nproc: int, argv: list[str]) -> None:
+    """Run `embedops ARGV` in `nproc` processes on this machine through torchrun's own launcher, which
+    picks a free rendezvous port and stops every process when one fails."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    launcher = get_args_parser().parse_args(
+        ["--standalone", f"--nproc_per_node={nproc}", "--max_restarts=0", "--module", "embedops", *argv]
+    )
+    try:
+        run(launcher)
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()  # the cause; the others were stopped because of it
+        code = failure.exitcode
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        raise ProcessFailedError(
+            f"training process {rank} (pid {failure.pid}) {how}; the others were stopped "
+            "(continue from the last checkpoint with --resume)",
+            code if 0 < code < 126 else 1,
+        ) from None
+
+
+def argv_without(parser: argparse.ArgumentParser, args: argparse.Namespace, leave_out: set[str]) -> list[str]:
+    """The flags of `args` that differ from their defaults, as a command line again."""
+    argv: list[str] = []
+    for action in parser._actions:
+        if not action.option_strings or action.dest in leave_out | {"help"}:
+            continue
+        value = getattr(args, action.dest, action.default)
+        if value == action.default or value is None:
+            continue
+        flag = max(action.option_strings, key=len)
+        if isinstance(action, argparse._StoreTrueAction):
+            argv.append(flag)
+        else:
+            argv += [flag, str(value)]
+    return argv
