@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from embedops.models import resolve
 from embedops.serve.app import create_app
 from embedops.serve.engine import Engine
+from embedops.serve.protocol import GuardedHttpToolsProtocol
 from embedops.serve.settings import ServeSettings
 
 LIMITS = {"max_inputs": 8, "max_chars": 400, "max_body_bytes": 4096, "max_queue": 64}
@@ -40,7 +41,7 @@ def run_server(settings: ServeSettings, engine: Engine) -> Iterator[str]:
         port=free_port(),
         log_level="warning",
         loop="uvloop",
-        http="httptools",
+        http=GuardedHttpToolsProtocol,
         access_log=False,
         timeout_graceful_shutdown=settings.graceful_timeout,
     )
@@ -305,19 +306,20 @@ def _wait_for(client: httpx.Client, sample: str, labels: dict[str, str], value: 
 
 def test_work_of_a_client_that_hung_up_never_reaches_the_model(gated: tuple[str, GatedEngine]) -> None:
     url, engine = gated
-    with httpx.Client(base_url=url, timeout=30) as client, ThreadPoolExecutor(1) as pool:
+    with httpx.Client(base_url=url, timeout=30) as client, ThreadPoolExecutor(2) as pool:
         before = _samples(client)
         engine.gate.clear()
-        first = pool.submit(client.post, "/embed", json={"inputs": ["waits for the gate"]})
-        _wait_for(client, "embedops_queue_seconds_count", {}, before.get(("embedops_queue_seconds_count", ()), 0) + 1)
+        # Two requests hold both engine threads (the regular one and the express one) at the gate.
+        holding = [pool.submit(client.post, "/embed", json={"inputs": [f"waits for the gate {i}"]}) for i in (1, 2)]
+        _wait_for(client, "embedops_queue_seconds_count", {}, before.get(("embedops_queue_seconds_count", ()), 0) + 2)
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{url}/embed", json={"inputs": ["leaves", "early"]}, timeout=0.3)
         _wait_for(client, "embedops_requests_total", {"route": "/embed", "status": "499"}, 1)
         engine.gate.set()
-        assert first.result().status_code == 200
+        assert [future.result().status_code for future in holding] == [200, 200]
         after = _samples(client)
     batched = after[("embedops_batch_size_sum", ())] - before.get(("embedops_batch_size_sum", ()), 0)
-    assert batched == 1  # the first request's input only
+    assert batched == 2  # the two holding requests' inputs only
     assert after[("embedops_failures_total", (("reason", "client_disconnected"),))] == 1
 
 

@@ -21,7 +21,7 @@ class _Session:
     def get_inputs(self) -> list[object]:
         return [type("Input", (), {"name": name})() for name in ("input_ids", "attention_mask")]
 
-    def run(self, _: None, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def run(self, _: None, feed: dict[str, np.ndarray], run_options: object = None) -> list[np.ndarray]:
         assert feed["input_ids"].shape == self.tokens.shape[:2]
         return [self.tokens]
 

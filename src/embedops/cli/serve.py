@@ -33,11 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add("--concurrency", type=int, help="engine batches running at once (default 1)")
     add("--batch-size", type=int, help="most inputs in one engine batch (default 32)")
-    add("--max-batch-tokens", type=int, help="most padded tokens in one engine batch (default 16384)")
+    add("--max-batch-tokens", type=int, help="most padded tokens in one engine batch (default 2048)")
     add("--max-queue", type=int, help="requests admitted at once; more get 429 (default 512)")
     add("--max-inputs", type=int, help="most inputs in one request (default 256)")
     add("--max-chars", type=int, help="most characters in one input (default 20000)")
     add("--max-body-bytes", type=int, help="largest request body (default 2 MiB)")
+    add("--body-timeout", type=float, help="seconds for a request body to arrive in full, else 408 (default 30)")
     add("--api-key", help="require 'Authorization: Bearer KEY' on API routes (or SERVE_API_KEY)")
     add(
         "--api-key-file",

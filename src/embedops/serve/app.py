@@ -18,11 +18,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from embedops import __version__
 from embedops.errors import EmbedopsError, RequestError
+from embedops.serve.admission import AdmissionMiddleware
 from embedops.serve.engine import Engine
 from embedops.serve.errors import error_response
 from embedops.serve.http import Gate
 from embedops.serve.metrics import ServeMetrics
 from embedops.serve.middleware import ObservabilityMiddleware
+from embedops.serve.openapi import ApiDoc, install
 from embedops.serve.routes import openai, ops, seed, tei
 from embedops.serve.service import EmbeddingService
 from embedops.serve.settings import ServeSettings
@@ -44,14 +46,20 @@ def create_app(settings: ServeSettings, engine: Engine) -> FastAPI:
         warmup.cancel()
         await batcher.close()
 
-    app = FastAPI(title="embedops", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app = FastAPI(
+        title="embedops", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
+    # Starlette runs the last middleware added first: observability sees every response, 429s included.
+    app.add_middleware(AdmissionMiddleware, batcher=batcher, metrics=metrics)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, access_log=settings.access_log)
     gate = Gate(settings)
+    doc = ApiDoc(service)
     if settings.embed_api == "seed":
-        seed.register(app, service, gate)
-    tei.register(app, service, gate)
-    openai.register(app, service, gate)
-    ops.register(app, service, gate)
+        seed.register(app, service, gate, doc)
+    tei.register(app, service, gate, doc)
+    openai.register(app, service, gate, doc)
+    ops.register(app, service, gate, doc)
+    install(app, doc, gate)
 
     @app.exception_handler(EmbedopsError)
     async def embedops_error(request: Request, exc: EmbedopsError) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from collections.abc import Callable, Coroutine
@@ -13,6 +14,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 
+from embedops.errors import RequestError
 from embedops.serve.errors import ClientGone, NotJson, Unauthorized, invalid, too_large
 from embedops.serve.service import Embedded
 from embedops.serve.settings import ServeSettings
@@ -47,13 +49,19 @@ class Gate:
         if declared.isdigit() and int(declared) > limit:
             raise too_large(f"request body of {declared} bytes", limit)
         body = bytearray()
+        deadline = self.settings.body_timeout
         try:
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > limit:
-                    raise too_large("request body", limit)
+            async with asyncio.timeout(deadline):  # a client trickling its body holds a place: not for long
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > limit:
+                        raise too_large("request body", limit)
         except ClientDisconnect:
             raise ClientGone() from None
+        except TimeoutError:
+            raise RequestError(
+                f"request body not received within {deadline:g} s", status=408, code="request_timeout"
+            ) from None
         try:
             return model.model_validate_json(bytes(body))
         except ValidationError as exc:
@@ -72,11 +80,6 @@ class DirectRoute(APIRoute):
         return self.endpoint
 
 
-def json_body(model: type[BaseModel]) -> dict[str, Any]:
-    """The OpenAPI request body of a route that reads and validates `model` itself."""
-    return {"requestBody": {"content": {"application/json": {"schema": model.model_json_schema()}}, "required": True}}
-
-
 def cost_headers(embedded: Embedded, started: float, compute_type: str) -> dict[str, str]:
     """TEI's response headers (milliseconds, counts): what a request cost and where its time went."""
     total = str(round((time.perf_counter() - started) * 1000))
@@ -93,15 +96,10 @@ def cost_headers(embedded: Embedded, started: float, compute_type: str) -> dict[
     }
 
 
-def register_post(app: FastAPI, path: str, endpoint: Endpoint, summary: str, body: type[BaseModel]) -> None:
-    """A POST route that reads its own body (`Gate.read`), documented with that body's schema."""
+def register_post(app: FastAPI, path: str, endpoint: Endpoint, summary: str, doc: dict[str, Any]) -> None:
+    """A POST route that reads its own body (`Gate.read`); `doc` is its OpenAPI operation (`ApiDoc.operation`)."""
     app.router.add_api_route(
-        path,
-        endpoint,
-        methods=["POST"],
-        summary=summary,
-        openapi_extra=json_body(body),
-        route_class_override=DirectRoute,
+        path, endpoint, methods=["POST"], summary=summary, openapi_extra=doc, route_class_override=DirectRoute
     )
 
 

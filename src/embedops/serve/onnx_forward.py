@@ -77,6 +77,20 @@ def _pools(flags: dict[str, Any]) -> list[Pool]:
     return [pool for flag, pool in _POOLS if flags.get(flag, False)]
 
 
+def _shrink_arena() -> Any:
+    """Run options that hand the CPU arena's free chunks back to the system at the end of the run.
+
+    The arena keeps what its largest batch needed: on all-MiniLM-L6-v2 int8, 760 MiB after batches of
+    32 x 256 tokens against 150 MiB before. Without an arena that memory is returned, but those batches
+    run 15-25 % slower (2-core Xeon, ORT 1.32), so the server keeps the arena and shrinks it when idle.
+    """
+    import onnxruntime as ort
+
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
+
+
 class OnnxForward:
     """Token ids → sentence embeddings through the artifact's ONNX Runtime session and numpy pooling."""
 
@@ -109,9 +123,12 @@ class OnnxForward:
             return None
         return cls(cpu_session(directory / onnx_file, threads=threads), pools, normalize=len(kinds) == 3)
 
-    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    def __call__(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, *, release_memory: bool = False
+    ) -> np.ndarray:
         given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": np.zeros_like(input_ids)}
-        tokens = self.session.run(None, {name: given[name] for name in self.input_names})[0]
+        options = _shrink_arena() if release_memory else None
+        tokens = self.session.run(None, {name: given[name] for name in self.input_names}, options)[0]
         tokens = tokens.astype(np.float32, copy=False)
         parts = [pool(tokens, attention_mask) for pool in self.pools]
         vectors = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)

@@ -9,11 +9,32 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, GetPydanticSchema, WithJsonSchema
+from pydantic_core import core_schema
 
+
+def _whole(value: float) -> int:
+    if not value.is_integer():
+        raise ValueError("Input should be a whole number")
+    return int(value)
+
+
+def _integer(minimum: int) -> GetPydanticSchema:
+    """An int, or a JSON number without a fraction (7379.0) made one: every value JSON Schema's "integer"
+    admits, so what the OpenAPI document allows is accepted; an int stays on pydantic's fast path."""
+    schema = core_schema.union_schema(
+        [
+            core_schema.int_schema(ge=minimum, strict=True),
+            core_schema.no_info_after_validator_function(_whole, core_schema.float_schema(ge=minimum, strict=True)),
+        ]
+    )
+    return GetPydanticSchema(lambda _type, _handler: schema)
+
+
+TokenId = Annotated[int, _integer(0), WithJsonSchema({"type": "integer", "minimum": 0})]
+Dimensions = Annotated[int, _integer(1), WithJsonSchema({"type": "integer", "minimum": 1})]
 Text = Annotated[str, Field(min_length=1)]
-TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
-Dimensions = Annotated[int, Field(ge=1)]
+TokenIds = Annotated[list[TokenId], Field(min_length=1)]
 # One text, texts, one input's token ids or several inputs' token ids: what OpenAI and TEI both accept.
 Inputs = Text | Annotated[list[Text], Field(min_length=1)] | TokenIds | Annotated[list[TokenIds], Field(min_length=1)]
 

@@ -10,6 +10,7 @@ import sys
 import tempfile
 from typing import Any
 
+from embedops.serve.protocol import GuardedHttpToolsProtocol
 from embedops.serve.settings import ServeSettings
 
 logger = logging.getLogger("embedops.serve")
@@ -27,7 +28,7 @@ def serve(settings: ServeSettings) -> None:
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": GuardedHttpToolsProtocol,
         "access_log": False,
         "timeout_graceful_shutdown": settings.graceful_timeout,
         "log_level": "info",

@@ -1,5 +1,7 @@
 """The embedding service, free of any HTTP API: check → prompt → tokenize → queue → embed → finish.
 
+Requests reach it already admitted (`serve/admission.py` holds their place in the queue's limit).
+
 Every route of every API (seed, OpenAI, TEI) turns its request into `inputs` and `EmbedOptions`,
 calls `embed`, and shapes the `Embedded` result its own way; limits and defaults live here once.
 """
@@ -76,21 +78,20 @@ class EmbeddingService:
         self.check_dimensions(options.dimensions)
         truncate = self.settings.auto_truncate if options.truncate is None else options.truncate
         texts = [text for text in inputs if isinstance(text, str)]
-        with self.batcher.admit():
-            self.check_count(len(inputs))
-            started = time.perf_counter()
-            if len(texts) == len(inputs):
-                self.check_lengths(texts)
-                ids = await self.batcher.tokenize(
-                    self.with_prompt(texts, options.prompt_name), truncate=truncate, left=options.left
-                )
-            else:
-                if options.prompt_name is not None:
-                    raise RequestError("prompt_name applies to texts, not to token ids", param="prompt_name")
-                ids = self.engine.prepare_ids([list(map(int, row)) for row in inputs], truncate=truncate)
-            tokenized = time.perf_counter()
-            job = self.batcher.submit(ids)
-            vectors = await _unless_disconnected(job.future, disconnected)
+        self.check_count(len(inputs))
+        started = time.perf_counter()
+        if len(texts) == len(inputs):
+            self.check_lengths(texts)
+            ids = await self.batcher.tokenize(
+                self.with_prompt(texts, options.prompt_name), truncate=truncate, left=options.left
+            )
+        else:
+            if options.prompt_name is not None:
+                raise RequestError("prompt_name applies to texts, not to token ids", param="prompt_name")
+            ids = self.engine.prepare_ids([list(map(int, row)) for row in inputs], truncate=truncate)
+        tokenized = time.perf_counter()
+        job = self.batcher.submit(ids)
+        vectors = await _unless_disconnected(job.future, disconnected)
         tokens = sum(map(len, ids))
         self.metrics.input_tokens.inc(tokens)
         normalize = self.settings.normalize if options.normalize is None else options.normalize

@@ -28,12 +28,16 @@ class ServeSettings(BaseSettings):
     # Engine calls running at once; on CPU one call already uses every core, so 1 is fastest.
     concurrency: int = Field(1, ge=1, le=64)
     batch_size: int = Field(32, ge=1, le=4096)
-    max_batch_tokens: int = Field(16384, ge=16)
+    # Long inputs run fastest in small batches: 11,300 tokens/s at 2 x 256 against 7,300 at 32 x 256 on
+    # all-MiniLM-L6-v2 int8 (2-core Xeon); 2048 keeps 32 short texts together and a batch near 200 ms.
+    max_batch_tokens: int = Field(2048, ge=16)
     # Requests admitted (queued or running); the next one gets 429 at once instead of waiting.
     max_queue: int = Field(512, ge=1)
     max_inputs: int = Field(256, ge=1)
     max_chars: int = Field(20000, ge=1)
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+    # Seconds for a whole request body to arrive once its headers have (408 after).
+    body_timeout: float = Field(30.0, gt=0)
     api_key: SecretStr | None = None
     # Read once at start-up (a Kubernetes Secret mounted as a file), so the key never shows in `ps`.
     api_key_file: Path | None = None

@@ -11,11 +11,12 @@ from fastapi.responses import Response
 
 from embedops.serve.errors import json_response
 from embedops.serve.http import Gate, cost_headers, disconnected, register_post
+from embedops.serve.openapi import COUNT, EMBED_REFUSALS, TEXT, ApiDoc, json_ok, obj
 from embedops.serve.schemas import OpenAIEmbeddingRequest, OpenAIEmbeddingResponse, OpenAIModelList, as_inputs
 from embedops.serve.service import EmbeddingService, EmbedOptions
 
 
-def register(app: FastAPI, service: EmbeddingService, gate: Gate) -> None:
+def register(app: FastAPI, service: EmbeddingService, gate: Gate, doc: ApiDoc) -> None:
     created = int(time.time())
 
     async def embeddings(request: Request) -> Response:
@@ -44,7 +45,32 @@ def register(app: FastAPI, service: EmbeddingService, gate: Gate) -> None:
         }
         return json_response(content)
 
+    packed = {"type": "string", "contentEncoding": "base64"}  # little-endian float32
+    item = obj(
+        {"object": {"const": "embedding"}, "index": COUNT, "embedding": {"anyOf": [doc.vectors()["items"], packed]}}
+    )
+    listing = obj(
+        {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": item, "minItems": 1},
+            "model": TEXT,
+            "usage": obj({"prompt_tokens": COUNT, "total_tokens": COUNT}),
+        }
+    )
+    embedding = doc.operation(
+        "openai", doc.embedded("one embedding per input", listing), EMBED_REFUSALS, body=OpenAIEmbeddingRequest
+    )
     for path in ("/v1/embeddings", "/embeddings"):
-        register_post(app, path, embeddings, "Embed texts (OpenAI API)", OpenAIEmbeddingRequest)
+        register_post(app, path, embeddings, "Embed texts (OpenAI API)", embedding)
+    model = obj({"id": TEXT, "object": {"const": "model"}, "created": COUNT, "owned_by": TEXT})
+    served = json_ok(
+        "the one model served", obj({"object": {"const": "list"}, "data": {"type": "array", "items": model}})
+    )
     for path in ("/v1/models", "/models"):
-        app.add_api_route(path, models, methods=["GET"], summary="The model served (OpenAI API)")
+        app.add_api_route(
+            path,
+            models,
+            methods=["GET"],
+            summary="The model served (OpenAI API)",
+            openapi_extra=doc.operation("openai", served),
+        )

@@ -13,10 +13,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from embedops import __version__
 from embedops.serve.errors import json_response
 from embedops.serve.http import Gate
+from embedops.serve.openapi import COUNT, RETRY_AFTER, TEXT, ApiDoc, json_ok, obj
 from embedops.serve.service import EmbeddingService
 
 
-def register(app: FastAPI, service: EmbeddingService, gate: Gate) -> None:
+def register(app: FastAPI, service: EmbeddingService, gate: Gate, doc: ApiDoc) -> None:
     settings, info = service.settings, service.info
 
     def guard(request: Request) -> None:
@@ -72,7 +73,54 @@ def register(app: FastAPI, service: EmbeddingService, gate: Gate) -> None:
         guard(request)
         return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_api_route("/healthz", healthz, methods=["GET"], summary="Liveness: fails only when the model cannot run")
-    app.add_api_route("/readyz", readyz, methods=["GET"], summary="Readiness: warmed up and accepting work")
-    app.add_api_route("/info", info_route, methods=["GET"], summary="What is served, and under which limits")
-    app.add_api_route("/metrics", metrics_route, methods=["GET"], summary="Prometheus metrics")
+    failed = obj({"status": {"const": "failed"}, "error": TEXT})
+    app.add_api_route(
+        "/healthz",
+        healthz,
+        methods=["GET"],
+        summary="Liveness: fails only when the model cannot run",
+        openapi_extra=doc.operation(
+            "tei",
+            json_ok("alive", obj({"status": {"const": "ok"}})),
+            keyed=False,
+            other={"503": json_ok("the model cannot run here (its warm-up failed)", failed)},
+        ),
+    )
+    waiting = {"anyOf": [failed, obj({"status": {"const": "warming up"}})]}
+    app.add_api_route(
+        "/readyz",
+        readyz,
+        methods=["GET"],
+        summary="Readiness: warmed up and accepting work",
+        openapi_extra=doc.operation(
+            "tei",
+            json_ok("ready", obj({"status": {"const": "ready"}})),
+            keyed=False,
+            other={"503": json_ok("warming up (retry after Retry-After), or failed", waiting, RETRY_AFTER)},
+        ),
+    )
+    flag, name = {"type": "boolean"}, {"type": "string"}
+    limits = obj({key: COUNT for key in ("max_inputs", "max_chars", "max_body_bytes", "max_queue", "batch_size")})
+    described = obj(
+        {"model": name, "dim": COUNT, "device": name, "backend": name, "dtype": name, "forward": name},
+        {"quantization": {"type": ["object", "null"]}, "batch_invariant": flag, "cpu": name, "max_seq_length": COUNT}
+        | {"normalize": flag, "model_normalizes": flag, "auto_truncate": flag, "embed_api": name, "limits": limits}
+        | {"auth": flag, "ready": flag, "version": name},
+    )
+    app.add_api_route(
+        "/info",
+        info_route,
+        methods=["GET"],
+        summary="What is served, and under which limits",
+        openapi_extra=doc.operation(
+            "tei", json_ok("the model, its engine and the limits", described), keyed=doc.info_keyed
+        ),
+    )
+    exposition = {"description": "Prometheus' text format", "content": {"text/plain": {"schema": TEXT}}}
+    app.add_api_route(
+        "/metrics",
+        metrics_route,
+        methods=["GET"],
+        summary="Prometheus metrics",
+        openapi_extra=doc.operation("tei", exposition, keyed=doc.info_keyed),
+    )

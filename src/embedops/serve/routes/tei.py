@@ -11,12 +11,13 @@ from fastapi.responses import Response
 
 from embedops.serve.errors import json_response
 from embedops.serve.http import Gate, cost_headers, disconnected, register_post
+from embedops.serve.openapi import BODY_REFUSALS, COUNT, EMBED_REFUSALS, TEXT, ApiDoc, json_ok, obj
 from embedops.serve.routes import embed_options
 from embedops.serve.schemas import DecodeRequest, TeiEmbedRequest, TokenizeRequest, as_inputs
 from embedops.serve.service import EmbeddingService
 
 
-def register(app: FastAPI, service: EmbeddingService, gate: Gate) -> None:
+def register(app: FastAPI, service: EmbeddingService, gate: Gate, doc: ApiDoc) -> None:
     async def embed(request: Request) -> Response:
         started = time.perf_counter()
         body = await gate.read(request, TeiEmbedRequest)
@@ -42,11 +43,29 @@ def register(app: FastAPI, service: EmbeddingService, gate: Gate) -> None:
             return json_response({"error": service.failed, "error_type": "unhealthy"}, 503)
         return Response(status_code=200)
 
-    register_post(app, "/", embed, "Embed texts (text-embeddings-inference API)", TeiEmbedRequest)
-    if service.settings.embed_api == "tei":
-        register_post(app, "/embed", embed, "Embed texts (text-embeddings-inference API)", TeiEmbedRequest)
-    register_post(
-        app, "/tokenize", tokenize, "Tokens of texts, with their spans (text-embeddings-inference API)", TokenizeRequest
+    ok = doc.embedded("one vector per input, as a bare matrix", doc.vectors())
+    embedding = doc.operation("tei", ok, EMBED_REFUSALS, body=TeiEmbedRequest)
+    for path in ("/", "/embed") if service.settings.embed_api == "tei" else ("/",):
+        register_post(app, path, embed, "Embed texts (text-embeddings-inference API)", embedding)
+    span = {"type": ["integer", "null"], "minimum": 0}
+    token = obj({"id": COUNT, "text": TEXT, "special": {"type": "boolean"}, "start": span, "stop": span})
+    tokens = json_ok(
+        "each input's tokens, with UTF-8 byte spans", {"type": "array", "items": {"type": "array", "items": token}}
     )
-    register_post(app, "/decode", decode, "Texts of token ids (text-embeddings-inference API)", DecodeRequest)
-    app.add_api_route("/health", health, methods=["GET"], summary="Health, as text-embeddings-inference answers it")
+    summary = "Tokens of texts, with their spans (text-embeddings-inference API)"
+    register_post(
+        app, "/tokenize", tokenize, summary, doc.operation("tei", tokens, BODY_REFUSALS, body=TokenizeRequest)
+    )
+    texts = json_ok("one text per list of ids", {"type": "array", "items": TEXT, "minItems": 1})
+    decoding = doc.operation("tei", texts, BODY_REFUSALS, body=DecodeRequest)
+    register_post(app, "/decode", decode, "Texts of token ids (text-embeddings-inference API)", decoding)
+    unhealthy = {
+        "503": json_ok("the model cannot run here (its warm-up failed)", obj({"error": TEXT, "error_type": TEXT}))
+    }
+    app.add_api_route(
+        "/health",
+        health,
+        methods=["GET"],
+        summary="Health, as text-embeddings-inference answers it",
+        openapi_extra=doc.operation("tei", {"description": "healthy (empty body)"}, keyed=False, other=unhealthy),
+    )
