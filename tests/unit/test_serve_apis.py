@@ -4,6 +4,7 @@ SDK); the content-type rule; the served model's name; the key from a file."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,3 +115,54 @@ def test_a_missing_key_file_is_one_line_and_exit_2(tmp_path: Path, capsys: pytes
     (tmp_path / "key").write_text("k")
     assert main(["serve", "--api-key-file", str(tmp_path / "key"), "--api-key", "k"]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("precision", ["int8", "uint8", "binary", "ubinary"])
+def test_precisions_are_sentence_transformers_quantized_vectors(
+    tei: httpx.Client, engine: Engine, precision: str
+) -> None:
+    from sentence_transformers.quantization import quantize_embeddings
+
+    from embedops.quantize.drift import built_in_texts
+
+    texts = ["hello world", "vector search", "a third, longer text about storage costs"]
+    floats = np.array(tei.post("/embed", json={"inputs": texts}).json(), dtype=np.float32)
+    codes = np.array(tei.post("/embed", json={"inputs": texts, "precision": precision}).json())
+    # The tiny model's artifact has no ranges file: the server measured them on the built-in texts.
+    calibration = built_in_texts()
+    own = np.vstack(
+        [engine.embed(engine.tokenize(calibration[i : i + 32], truncate=True)) for i in range(0, len(calibration), 32)]
+    )
+    ranges = np.vstack([own.min(axis=0), own.max(axis=0)])
+    theirs = quantize_embeddings(floats, precision, ranges=ranges)
+    assert codes.shape == theirs.shape and codes.dtype.kind == "i"
+    if precision.endswith("int8"):
+        # sentence-transformers truncates toward zero where we round to the nearest code (at most one
+        # apart), and lets values outside the ranges wrap around where we clip them to the end codes.
+        lowest = -128 if precision == "int8" else 0
+        scaled = (floats - ranges[0]) / ((ranges[1] - ranges[0]) / 255) + lowest
+        inside = (scaled >= lowest) & (scaled <= lowest + 255)
+        assert np.abs(codes - theirs.astype(np.int64))[inside].max() <= 1
+        np.testing.assert_array_equal(codes[~inside], np.where(scaled[~inside] < lowest, lowest, lowest + 255))
+    else:
+        np.testing.assert_array_equal(codes, theirs)
+    assert tei.get("/info").json()["int8_ranges"].startswith("measured on first use")
+    b64 = tei.post("/v1/embeddings", json={"input": texts, "precision": precision, "encoding_format": "base64"})
+    raw = [np.frombuffer(base64.b64decode(row["embedding"]), dtype=theirs.dtype) for row in b64.json()["data"]]
+    np.testing.assert_array_equal(np.vstack(raw), codes)
+
+
+def test_a_quantized_artifact_carries_its_own_int8_ranges(onnx_artifact: Path) -> None:
+    import asyncio
+    import json
+
+    from embedops.serve.metrics import ServeMetrics
+    from embedops.serve.service import EmbeddingService
+
+    record = json.loads((onnx_artifact / "output_ranges.json").read_text())
+    assert len(record["low"]) == len(record["high"]) == 32 and record["texts"] > 0
+    assert all(low <= high for low, high in zip(record["low"], record["high"], strict=True))
+    service = EmbeddingService(ServeSettings(), Engine(resolve(onnx_artifact)), ServeMetrics())
+    ranges = asyncio.run(service.ranges())
+    assert ranges.low == record["low"] and service.ranges_source is not None
+    assert service.ranges_source.startswith("artifact")

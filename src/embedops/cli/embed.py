@@ -10,7 +10,7 @@ ORDER = 55
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from embedops.embed.sources import FORMATS
-    from embedops.embed.vectors import STORAGE_DTYPES
+    from embedops.vectors import STORAGE_DTYPES
 
     parser = subparsers.add_parser(
         "embed",

@@ -32,9 +32,9 @@ from embedops.embed.manifest import (
 )
 from embedops.embed.shards import shard_matches, write_shard
 from embedops.embed.sources import CorpusSource, Passage, open_source
-from embedops.embed.vectors import STORAGE_DTYPES, Int8Ranges, stored_width, to_storage
 from embedops.errors import ConfigError, DataError, OutputExistsError
 from embedops.models import DEFAULT_MODEL
+from embedops.vectors import STORAGE_DTYPES, Int8Ranges, stored_width, to_storage
 
 logger = logging.getLogger("embedops.embed")
 

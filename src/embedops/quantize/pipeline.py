@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from embedops.artifact import ArtifactBuilder, Manifest, check_output_free
+from embedops.artifact import ArtifactBuilder, Manifest, check_output_free, write_text_atomically
 from embedops.errors import ArtifactError, GateFailedError
 from embedops.models import ModelRef, load, load_merged, resolve
 from embedops.quantize.config import QuantizeConfig
 from embedops.quantize.drift import DriftReport, measure_drift, sample_texts
+from embedops.vectors import RANGES_FILE, Int8Ranges
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -59,9 +61,9 @@ def quantize(config: QuantizeConfig) -> QuantizeResult:
         if readme.is_file():
             shutil.copyfile(readme, builder.path / "README.md")
         manifest = _manifest(ref, source, config, backend, file, record)
-        drift = measure_drift(
-            source, load(ModelRef(str(output), builder.path, "artifact", manifest)), texts, text_source
-        )
+        candidate = load(ModelRef(str(output), builder.path, "artifact", manifest))
+        drift = measure_drift(source, candidate, texts, text_source)
+        write_output_ranges(candidate, builder.path, texts, text_source)
         manifest.quantization = {
             **record,
             "source": ref.name,
@@ -71,6 +73,15 @@ def quantize(config: QuantizeConfig) -> QuantizeResult:
         if config.max_drift is not None and drift.drift > config.max_drift:
             raise GateFailedError(f"{drift.verdict(config.max_drift)}; nothing was written to {output}")
         return QuantizeResult(builder.publish(manifest), manifest, drift)
+
+
+def write_output_ranges(model: SentenceTransformer, directory: Path, texts: list[str], source: str) -> None:
+    """The per-dimension ranges of the artifact's own vectors on the drift texts, for servers that return
+    int8 or uint8 vectors (`vectors.RANGES_FILE`, hashed with the artifact's other files)."""
+    vectors = model.encode(texts, batch_size=32, convert_to_numpy=True)
+    ranges = Int8Ranges.of(vectors)
+    record = {"low": ranges.low, "high": ranges.high, "texts": len(texts), "source": source}
+    write_text_atomically(directory / RANGES_FILE, json.dumps(record))
 
 
 def _write(

@@ -35,6 +35,8 @@ TokenId = Annotated[int, _integer(0), WithJsonSchema({"type": "integer", "minimu
 Dimensions = Annotated[int, _integer(1), WithJsonSchema({"type": "integer", "minimum": 1})]
 Text = Annotated[str, Field(min_length=1)]
 TokenIds = Annotated[list[TokenId], Field(min_length=1)]
+# sentence-transformers' precisions (embedops.vectors.PRECISIONS): float32, or integer codes for storage.
+Precision = Literal["float32", "int8", "uint8", "binary", "ubinary"]
 # One text, texts, one input's token ids or several inputs' token ids: what OpenAI and TEI both accept.
 Inputs = Text | Annotated[list[Text], Field(min_length=1)] | TokenIds | Annotated[list[TokenIds], Field(min_length=1)]
 
@@ -70,6 +72,7 @@ class EmbedRequest(_Strict):
     truncation_direction: Literal["Left", "Right", "left", "right"] = "Right"
     dimensions: Dimensions | None = None
     prompt_name: str | None = None
+    precision: Precision = "float32"
 
 
 class TeiEmbedRequest(_TeiStrict):
@@ -81,6 +84,7 @@ class TeiEmbedRequest(_TeiStrict):
     truncation_direction: Literal["Left", "Right", "left", "right"] = "Right"
     dimensions: Dimensions | None = None
     prompt_name: str | None = None
+    precision: Precision = "float32"
 
 
 class TokenizeRequest(_TeiStrict):
@@ -106,6 +110,8 @@ class OpenAIEmbeddingRequest(_Strict):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Dimensions | None = None
     user: str | None = None
+    # Not OpenAI's: the SDK sends it through `extra_body`. With base64, the codes' raw bytes.
+    precision: Precision = "float32"
 
 
 class SeedUsage(TypedDict):

@@ -9,6 +9,7 @@ calls `embed`, and shapes the `Embedded` result its own way; limits and defaults
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from embedops.serve.errors import ClientGone, ShuttingDown
 from embedops.serve.metrics import ServeMetrics
 from embedops.serve.settings import ServeSettings
 from embedops.serve.tokenizer import Token
+from embedops.vectors import RANGES_FILE, Int8Ranges, quantize_embeddings
 
 Disconnected = Callable[[], Coroutine[Any, Any, None]]  # its coroutine completes when the client hangs up
 
@@ -36,13 +38,15 @@ class EmbedOptions:
     left: bool = False
     dimensions: int | None = None
     prompt_name: str | None = None
+    precision: str = "float32"  # one of vectors.PRECISIONS
 
 
 @dataclass(frozen=True)
 class Embedded:
     """A request's vectors and what they cost (the figures TEI's response headers carry)."""
 
-    vectors: np.ndarray
+    vectors: np.ndarray  # float32, or the integer codes of the precision asked for
+    width: int  # the vectors' dimensions (a binary row packs 8 of them in a byte)
     tokens: int
     characters: int
     tokenize_seconds: float
@@ -60,6 +64,9 @@ class EmbeddingService:
         self.info = engine.info
         self.ready = False
         self.failed: str | None = None  # why the model cannot run here, once warm-up has shown it
+        self._ranges: Int8Ranges | None = None
+        self._ranges_lock = asyncio.Lock()
+        self.ranges_source: str | None = None  # where the int8/uint8 ranges came from, once asked for
         self.batcher = Batcher(
             engine,
             metrics,
@@ -95,14 +102,44 @@ class EmbeddingService:
         tokens = sum(map(len, ids))
         self.metrics.input_tokens.inc(tokens)
         normalize = self.settings.normalize if options.normalize is None else options.normalize
+        vectors = self.engine.finish(vectors, normalize=normalize, dimensions=options.dimensions)
+        ranges = await self.ranges() if options.precision in ("int8", "uint8") else None
         return Embedded(
-            vectors=self.engine.finish(vectors, normalize=normalize, dimensions=options.dimensions),
+            vectors=quantize_embeddings(vectors, options.precision, ranges),
+            width=int(vectors.shape[1]),
             tokens=tokens,
             characters=sum(map(len, texts)),
             tokenize_seconds=tokenized - started,
             queue_seconds=job.queue_seconds,
             inference_seconds=job.inference_seconds,
         )
+
+    async def ranges(self) -> Int8Ranges:
+        """The int8/uint8 calibration ranges: the artifact's (written when it was quantized), else measured
+        once on the built-in general-domain texts with this engine (the model's own vectors, before any
+        request's normalize or dimensions), off the event loop."""
+        async with self._ranges_lock:
+            if self._ranges is not None:
+                return self._ranges
+            loaded, self.ranges_source = await asyncio.to_thread(self._load_or_measure_ranges)
+            self._ranges = loaded
+            return loaded
+
+    def _load_or_measure_ranges(self) -> tuple[Int8Ranges, str]:
+        stored = self.engine.ref.path / RANGES_FILE
+        if stored.is_file():
+            record = json.loads(stored.read_text(encoding="utf-8"))
+            return Int8Ranges(record["low"], record["high"]), f"artifact ({record['texts']} texts, {record['source']})"
+        from embedops.quantize.drift import built_in_texts  # no torch: a resource file
+
+        texts = built_in_texts()
+        vectors = np.vstack(
+            [
+                self.engine.embed(self.engine.tokenize(texts[i : i + 32], truncate=True))
+                for i in range(0, len(texts), 32)
+            ]
+        )
+        return Int8Ranges.of(vectors), f"measured on first use ({len(texts)} built-in texts)"
 
     def tokens(self, texts: list[str], *, add_special_tokens: bool, prompt_name: str | None) -> list[list[Token]]:
         """Each text's tokens with their spans (TEI's /tokenize), under the same input limits as /embed."""

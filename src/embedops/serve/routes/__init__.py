@@ -14,4 +14,5 @@ def embed_options(body: EmbedRequest | TeiEmbedRequest) -> EmbedOptions:
         left=body.truncation_direction.lower() == "left",
         dimensions=body.dimensions,
         prompt_name=body.prompt_name,
+        precision=body.precision,
     )

@@ -22,11 +22,12 @@ def register(app: FastAPI, service: EmbeddingService, gate: Gate, doc: ApiDoc) -
     async def embeddings(request: Request) -> Response:
         started = time.perf_counter()
         body = await gate.read(request, OpenAIEmbeddingRequest)
-        options = EmbedOptions(dimensions=body.dimensions)
+        options = EmbedOptions(dimensions=body.dimensions, precision=body.precision)
         embedded = await service.embed(as_inputs(body.input), options, lambda: disconnected(request))
         request.state.access = {"inputs": len(embedded.vectors), "tokens": embedded.tokens}
         if body.encoding_format == "base64":
-            rows: list[Any] = [base64.b64encode(row.astype("<f4").tobytes()).decode() for row in embedded.vectors]
+            raw = embedded.vectors if body.precision != "float32" else embedded.vectors.astype("<f4")
+            rows: list[Any] = [base64.b64encode(row.tobytes()).decode() for row in raw]
         else:
             rows = list(embedded.vectors)
         content: OpenAIEmbeddingResponse = {

@@ -15,6 +15,7 @@ from embedops.serve.errors import json_response
 from embedops.serve.http import Gate
 from embedops.serve.openapi import COUNT, RETRY_AFTER, TEXT, ApiDoc, json_ok, obj
 from embedops.serve.service import EmbeddingService
+from embedops.vectors import PRECISIONS
 
 
 def register(app: FastAPI, service: EmbeddingService, gate: Gate, doc: ApiDoc) -> None:
@@ -48,6 +49,8 @@ def register(app: FastAPI, service: EmbeddingService, gate: Gate, doc: ApiDoc) -
                 "forward": info.forward,
                 "quantization": info.quantization,
                 "batch_invariant": info.batch_invariant,
+                "precisions": list(PRECISIONS),
+                "int8_ranges": service.ranges_source,
                 "cpu": info.cpu,
                 "max_seq_length": info.max_seq_length,
                 "normalize": settings.normalize,
@@ -105,7 +108,8 @@ def register(app: FastAPI, service: EmbeddingService, gate: Gate, doc: ApiDoc) -
         {"model": name, "dim": COUNT, "device": name, "backend": name, "dtype": name, "forward": name},
         {"quantization": {"type": ["object", "null"]}, "batch_invariant": flag, "cpu": name, "max_seq_length": COUNT}
         | {"normalize": flag, "model_normalizes": flag, "auto_truncate": flag, "embed_api": name, "limits": limits}
-        | {"auth": flag, "ready": flag, "version": name},
+        | {"auth": flag, "ready": flag, "version": name}
+        | {"precisions": {"type": "array", "items": name}, "int8_ranges": {"type": ["string", "null"]}},
     )
     app.add_api_route(
         "/info",

@@ -23,7 +23,7 @@ def register(app: FastAPI, service: EmbeddingService, gate: Gate, doc: ApiDoc) -
         request.state.access = {"inputs": len(embedded.vectors), "tokens": embedded.tokens}
         content: SeedEmbedResponse = {
             "embeddings": embedded.vectors,
-            "dim": int(embedded.vectors.shape[1]),
+            "dim": embedded.width,
             "model": service.model_name,
             "usage": {"tokens": embedded.tokens},
         }
