@@ -68,9 +68,9 @@ def launch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchSe
             process.wait()
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer, 32-dim BERT SentenceTransformer with random weights and the bundled tokenizer."""
+def build_tiny_model(root: Path, name: str, **config: float) -> Path:
+    """A 2-layer, 32-dim BERT SentenceTransformer with random weights (seed 0) and the bundled tokenizer,
+    saved at root/name; `config` overrides BertConfig fields (dropout, say)."""
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.models import Normalize, Pooling, Transformer
@@ -78,24 +78,30 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     from embedops.models import resolve
 
-    root = tmp_path_factory.mktemp("tiny")
-    hf_dir, st_dir = root / "hf", root / "tiny-model"
+    hf_dir, st_dir = root / f"{name}-hf", root / name
     tokenizer = AutoTokenizer.from_pretrained(str(resolve("sentence-transformers/all-MiniLM-L6-v2").path))
-    config = BertConfig(
+    bert = BertConfig(
         vocab_size=tokenizer.vocab_size,
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=128,
+        **config,
     )
     torch.manual_seed(0)
-    BertModel(config).save_pretrained(hf_dir)
+    BertModel(bert).save_pretrained(hf_dir)
     tokenizer.save_pretrained(hf_dir)
     transformer = Transformer(str(hf_dir), max_seq_length=64)
     model = SentenceTransformer(modules=[transformer, Pooling(32, "mean"), Normalize()], device="cpu")
     model.save(str(st_dir))
     return st_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model every unit test shares."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny"), "tiny-model")
 
 
 @pytest.fixture(scope="session")

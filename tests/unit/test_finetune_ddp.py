@@ -37,32 +37,11 @@ GRAD_NORM_TOLERANCE = 1e-4  # relative
 @pytest.fixture(scope="module")
 def still_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The conftest's tiny BERT, with dropout 0: each step's loss is then a function of the batch."""
-    import torch
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.models import Normalize, Pooling, Transformer
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from conftest import build_tiny_model
 
-    from embedops.models import resolve
-
-    root = tmp_path_factory.mktemp("still")
-    hf_dir, st_dir = root / "hf", root / "still-model"
-    tokenizer = AutoTokenizer.from_pretrained(str(resolve("sentence-transformers/all-MiniLM-L6-v2").path))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
+    return build_tiny_model(
+        tmp_path_factory.mktemp("still"), "still-model", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
     )
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(hf_dir)
-    tokenizer.save_pretrained(hf_dir)
-    transformer = Transformer(str(hf_dir), max_seq_length=64)
-    SentenceTransformer(modules=[transformer, Pooling(32, "mean"), Normalize()], device="cpu").save(str(st_dir))
-    return st_dir
 
 
 def _env() -> dict[str, str]:
