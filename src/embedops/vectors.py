@@ -8,7 +8,9 @@ outside the calibration ranges, where sentence-transformers truncates and lets t
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # numpy is imported where vectors are made: `embedops --help` reads STORAGE_DTYPES
@@ -44,6 +46,23 @@ class Int8Ranges:
         if unsigned:
             return np.clip(scaled, 0, 255).astype(np.uint8)
         return np.clip(scaled - 128, -128, 127).astype(np.int8)
+
+
+def write_ranges(directory: Path, ranges: Int8Ranges, *, texts: int, source: str) -> None:
+    """`ranges` into an artifact's `RANGES_FILE`, with how many texts of which source measured them."""
+    from embedops.artifact import write_text_atomically
+
+    record = {"low": ranges.low, "high": ranges.high, "texts": texts, "source": source}
+    write_text_atomically(directory / RANGES_FILE, json.dumps(record))
+
+
+def read_ranges(directory: Path) -> tuple[Int8Ranges, str] | None:
+    """An artifact's ranges and where they came from, or None when it has none."""
+    path = directory / RANGES_FILE
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    return Int8Ranges(record["low"], record["high"]), f"artifact ({record['texts']} texts, {record['source']})"
 
 
 def stored_width(dim: int, dtype: str) -> int:

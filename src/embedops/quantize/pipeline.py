@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from embedops.artifact import ArtifactBuilder, Manifest, check_output_free, write_text_atomically
+from embedops.artifact import ArtifactBuilder, Manifest, check_output_free
 from embedops.errors import ArtifactError, GateFailedError
 from embedops.models import ModelRef, load, load_merged, resolve
 from embedops.quantize.config import QuantizeConfig
 from embedops.quantize.drift import DriftReport, measure_drift, sample_texts
-from embedops.vectors import RANGES_FILE, Int8Ranges
+from embedops.vectors import Int8Ranges, write_ranges
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -79,9 +78,7 @@ def write_output_ranges(model: SentenceTransformer, directory: Path, texts: list
     """The per-dimension ranges of the artifact's own vectors on the drift texts, for servers that return
     int8 or uint8 vectors (`vectors.RANGES_FILE`, hashed with the artifact's other files)."""
     vectors = model.encode(texts, batch_size=32, convert_to_numpy=True)
-    ranges = Int8Ranges.of(vectors)
-    record = {"low": ranges.low, "high": ranges.high, "texts": len(texts), "source": source}
-    write_text_atomically(directory / RANGES_FILE, json.dumps(record))
+    write_ranges(directory, Int8Ranges.of(vectors), texts=len(texts), source=source)
 
 
 def _write(

@@ -180,9 +180,12 @@ class Batcher:
             queue = self._express if tokens <= EXPRESS_TOKENS else self._pending
             for item in items:
                 heapq.heappush(queue, item)
-            self.metrics.queue_depth.set(len(self._pending) + len(self._express))
+            self._show_depth()
             self._queued.notify_all()
         return job
+
+    def _show_depth(self) -> None:
+        self.metrics.queue_depth.set(len(self._pending) + len(self._express))
 
     def _take_batch(self, pending: list[_Item] | None = None) -> list[_Item]:
         """The batch holding the first live input in queue order, cut from a length-sorted window of
@@ -195,7 +198,7 @@ class Batcher:
         window = [heapq.heappop(pending) for _ in range(min(len(pending), self._window))]
         live = [item for item in window if not item.job.future.done()]
         if not live:
-            self.metrics.queue_depth.set(len(self._pending) + len(self._express))
+            self._show_depth()
             return []
         oldest = live[0]
         live.sort(key=lambda item: len(item.ids))
@@ -217,7 +220,7 @@ class Batcher:
             if chunk is not chosen:
                 for item in chunk:
                     heapq.heappush(pending, item)
-        self.metrics.queue_depth.set(len(self._pending) + len(self._express))
+        self._show_depth()
         return chosen
 
     def _work(self, express: bool) -> None:

@@ -151,17 +151,23 @@ class Engine:
             ids = ids[-room:] if left else ids[:room]
         return self.tokenizer.wrap(ids)
 
-    def prepare_ids(self, inputs: list[list[int]], *, truncate: bool) -> list[list[int]]:
-        """Token ids a client sent instead of text: checked against the vocabulary and cut to the window
-        (a closing special token the client sent, [SEP] or </s>, stays last)."""
-        vocab, window = self.info.vocab_size, self.info.max_seq_length
-        suffix = list(self.tokenizer.suffix)
-        prepared = []
+    def check_vocabulary(self, inputs: list[list[int]], *, param: str) -> None:
+        """Refuse token ids outside the model's vocabulary (422), naming the request field `param`."""
+        vocab = self.info.vocab_size
         for index, ids in enumerate(inputs):
             if any(token < 0 or token >= vocab for token in ids):
                 raise RequestError(
-                    f"input {index} has token ids outside the model's vocabulary [0, {vocab})", param="input"
+                    f"{param} {index} has token ids outside the model's vocabulary [0, {vocab})", param=param
                 )
+
+    def prepare_ids(self, inputs: list[list[int]], *, truncate: bool) -> list[list[int]]:
+        """Token ids a client sent instead of text: checked against the vocabulary and cut to the window
+        (a closing special token the client sent, [SEP] or </s>, stays last)."""
+        self.check_vocabulary(inputs, param="input")
+        window = self.info.max_seq_length
+        suffix = list(self.tokenizer.suffix)
+        prepared = []
+        for index, ids in enumerate(inputs):
             if len(ids) > window:
                 if not truncate:
                     raise _too_long(index, len(ids), window)
@@ -184,7 +190,7 @@ class Engine:
 
     def release_memory(self) -> None:
         """Give memory held for large batches back to the system (an idle server's RSS returns to its
-        level before them); a no-op where the forward keeps no arena (torch on CPU frees as it goes)."""
+        level before them): ONNX Runtime's arena where the forward has one, and the C heap's free pages."""
         if isinstance(self._forward, OnnxForward):
             ids = np.array([self.tokenizer.wrap([])], dtype=np.int64)
             self._forward(ids, np.ones_like(ids), release_memory=True)

@@ -9,7 +9,6 @@ calls `embed`, and shapes the `Embedded` result its own way; limits and defaults
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from embedops.serve.errors import ClientGone, ShuttingDown
 from embedops.serve.metrics import ServeMetrics
 from embedops.serve.settings import ServeSettings
 from embedops.serve.tokenizer import Token
-from embedops.vectors import RANGES_FILE, Int8Ranges, quantize_embeddings
+from embedops.vectors import Int8Ranges, quantize_embeddings, read_ranges
 
 Disconnected = Callable[[], Coroutine[Any, Any, None]]  # its coroutine completes when the client hangs up
 
@@ -126,10 +125,9 @@ class EmbeddingService:
             return loaded
 
     def _load_or_measure_ranges(self) -> tuple[Int8Ranges, str]:
-        stored = self.engine.ref.path / RANGES_FILE
-        if stored.is_file():
-            record = json.loads(stored.read_text(encoding="utf-8"))
-            return Int8Ranges(record["low"], record["high"]), f"artifact ({record['texts']} texts, {record['source']})"
+        stored = read_ranges(self.engine.ref.path)
+        if stored is not None:
+            return stored
         from embedops.quantize.drift import built_in_texts  # no torch: a resource file
 
         texts = built_in_texts()
@@ -154,10 +152,7 @@ class EmbeddingService:
     def decode(self, batch: list[list[int]], *, skip_special_tokens: bool) -> list[str]:
         """Texts of token-id lists (TEI's /decode)."""
         self.check_count(len(batch))
-        vocab = self.info.vocab_size
-        for index, ids in enumerate(batch):
-            if any(token >= vocab for token in ids):
-                raise RequestError(f"ids {index} has ids outside the vocabulary [0, {vocab})", param="ids")
+        self.engine.check_vocabulary(batch, param="ids")
         return [self.engine.tokenizer.decode(ids, skip_special_tokens) for ids in batch]
 
     def check_count(self, inputs: int) -> None:

@@ -10,8 +10,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from embedops.serve.errors import json_response
-from embedops.serve.http import Gate, cost_headers, disconnected, register_post
+from embedops.serve.http import Gate, cost_headers, register_post
 from embedops.serve.openapi import COUNT, EMBED_REFUSALS, TEXT, ApiDoc, json_ok, obj
+from embedops.serve.routes import embed_for
 from embedops.serve.schemas import OpenAIEmbeddingRequest, OpenAIEmbeddingResponse, OpenAIModelList, as_inputs
 from embedops.serve.service import EmbeddingService, EmbedOptions
 
@@ -23,8 +24,7 @@ def register(app: FastAPI, service: EmbeddingService, gate: Gate, doc: ApiDoc) -
         started = time.perf_counter()
         body = await gate.read(request, OpenAIEmbeddingRequest)
         options = EmbedOptions(dimensions=body.dimensions, precision=body.precision)
-        embedded = await service.embed(as_inputs(body.input), options, lambda: disconnected(request))
-        request.state.access = {"inputs": len(embedded.vectors), "tokens": embedded.tokens}
+        embedded = await embed_for(request, service, as_inputs(body.input), options)
         if body.encoding_format == "base64":
             raw = embedded.vectors if body.precision != "float32" else embedded.vectors.astype("<f4")
             rows: list[Any] = [base64.b64encode(row.tobytes()).decode() for row in raw]

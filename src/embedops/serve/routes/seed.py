@@ -8,9 +8,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from embedops.serve.errors import json_response
-from embedops.serve.http import Gate, cost_headers, disconnected, register_post
+from embedops.serve.http import Gate, cost_headers, register_post
 from embedops.serve.openapi import COUNT, EMBED_REFUSALS, TEXT, ApiDoc, obj
-from embedops.serve.routes import embed_options
+from embedops.serve.routes import embed_for, embed_options
 from embedops.serve.schemas import EmbedRequest, SeedEmbedResponse, as_inputs
 from embedops.serve.service import EmbeddingService
 
@@ -19,8 +19,7 @@ def register(app: FastAPI, service: EmbeddingService, gate: Gate, doc: ApiDoc) -
     async def embed(request: Request) -> Response:
         started = time.perf_counter()
         body = await gate.read(request, EmbedRequest)
-        embedded = await service.embed(as_inputs(body.inputs), embed_options(body), lambda: disconnected(request))
-        request.state.access = {"inputs": len(embedded.vectors), "tokens": embedded.tokens}
+        embedded = await embed_for(request, service, as_inputs(body.inputs), embed_options(body))
         content: SeedEmbedResponse = {
             "embeddings": embedded.vectors,
             "dim": embedded.width,

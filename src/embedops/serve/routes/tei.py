@@ -10,9 +10,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from embedops.serve.errors import json_response
-from embedops.serve.http import Gate, cost_headers, disconnected, register_post
+from embedops.serve.http import Gate, cost_headers, register_post
 from embedops.serve.openapi import BODY_REFUSALS, COUNT, EMBED_REFUSALS, TEXT, ApiDoc, json_ok, obj
-from embedops.serve.routes import embed_options
+from embedops.serve.routes import embed_for, embed_options
 from embedops.serve.schemas import DecodeRequest, TeiEmbedRequest, TokenizeRequest, as_inputs
 from embedops.serve.service import EmbeddingService
 
@@ -21,8 +21,7 @@ def register(app: FastAPI, service: EmbeddingService, gate: Gate, doc: ApiDoc) -
     async def embed(request: Request) -> Response:
         started = time.perf_counter()
         body = await gate.read(request, TeiEmbedRequest)
-        embedded = await service.embed(as_inputs(body.inputs), embed_options(body), lambda: disconnected(request))
-        request.state.access = {"inputs": len(embedded.vectors), "tokens": embedded.tokens}
+        embedded = await embed_for(request, service, as_inputs(body.inputs), embed_options(body))
         return json_response(embedded.vectors, headers=cost_headers(embedded, started, service.info.device))
 
     async def tokenize(request: Request) -> Response:
