@@ -81,16 +81,6 @@ def test_token_budget_and_length_sorting_shape_batches(engine: Engine) -> None:
     assert all(max(b) * len(b) <= 180 for b in batches) and sum(map(len, batches)) == 6
 
 
-def test_full_queue_refuses_at_once_with_retry_after(engine: Engine) -> None:
-    batcher = Batcher(engine, ServeMetrics(), BatchLimits(max_queue=2))
-    with batcher.admit(), batcher.admit():
-        with pytest.raises(RequestError) as refused, batcher.admit():
-            pass
-        assert refused.value.http_status == 429 and refused.value.retry_after == 1
-    with batcher.admit():
-        assert batcher.admitted == 1
-
-
 def test_cancelled_work_never_reaches_the_engine(engine: Engine) -> None:
     async def scenario() -> tuple[float, float]:
         metrics = ServeMetrics()

@@ -82,12 +82,14 @@ def test_a_post_waiting_for_its_body_holds_the_only_place_and_the_next_is_refuse
 
 
 def test_headers_that_trickle_are_cut_off(url: str) -> None:
+    counted = _failures(url, "request_timeout")
     with _connect(url) as slow:
         slow.sendall(b"POST /embed HTTP/1.1\r\nHost: x\r\n")
         started = time.perf_counter()
         status, headers, body = _response(slow)
         assert status == 408 and headers["connection"] == "close" and 0.9 < time.perf_counter() - started < 5
         assert json.loads(body)["error_type"] == "request_timeout"
+    assert _failures(url, "request_timeout") == counted + 1
 
 
 @pytest.mark.parametrize(
@@ -99,11 +101,20 @@ def test_headers_that_trickle_are_cut_off(url: str) -> None:
     ids=["count", "size"],
 )
 def test_too_many_or_too_large_headers_are_431(url: str, extra: bytes) -> None:
+    counted = _failures(url, "headers_too_large")
     with _connect(url) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n")
         status, _, body = _response(sock)
         assert status == 431 and json.loads(body)["error_type"] == "headers_too_large"
     assert httpx.get(f"{url}/healthz").status_code == 200
+    assert _failures(url, "headers_too_large") == counted + 1  # refused before the app, counted all the same
+
+
+def _failures(url: str, reason: str) -> float:
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith(f'embedops_failures_total{{reason="{reason}"}}'):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def test_a_request_is_batched_after_one_round_of_a_larger_one(engine: Engine) -> None:

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from embedops import __version__
 from embedops.errors import EmbedopsError, RequestError
-from embedops.serve.admission import AdmissionMiddleware
+from embedops.serve.admission import AdmissionMiddleware, Places
 from embedops.serve.engine import Engine
 from embedops.serve.errors import error_response
 from embedops.serve.http import Gate
@@ -39,10 +39,10 @@ def create_app(settings: ServeSettings, engine: Engine) -> FastAPI:
     batcher = service.batcher
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, ServeMetrics]]:
         batcher.start()
         warmup = asyncio.create_task(_warm_up(service))
-        yield
+        yield {"metrics": metrics}  # the lifespan state: uvicorn hands it to the protocol (serve/protocol.py)
         warmup.cancel()
         await batcher.close()
 
@@ -50,7 +50,7 @@ def create_app(settings: ServeSettings, engine: Engine) -> FastAPI:
         title="embedops", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
     # Starlette runs the last middleware added first: observability sees every response, 429s included.
-    app.add_middleware(AdmissionMiddleware, batcher=batcher, metrics=metrics)
+    app.add_middleware(AdmissionMiddleware, places=Places(settings.max_queue, metrics), metrics=metrics)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, access_log=settings.access_log)
     gate = Gate(settings)
     doc = ApiDoc(service)

@@ -1,6 +1,6 @@
 """Dynamic batching: merge the inputs of concurrent requests into engine batches under a token budget.
 
-The only caller of the engine. A request is admitted or refused (429) at once; admitted inputs are
+The only caller of the engine. Requests reach it admitted (serve/admission.py); their inputs are
 tokenized (off the event loop unless they are a few lines of text), queued, and grouped with inputs
 of similar length so a batch pads little. Work of a request whose client went away is dropped before
 it reaches the engine.
@@ -27,8 +27,6 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,7 +55,6 @@ class BatchLimits:
     concurrency: int = 1
     batch_size: int = 32
     max_batch_tokens: int = 2048
-    max_queue: int = 512
 
 
 @dataclass(eq=False)
@@ -106,7 +103,6 @@ class Batcher:
         self.engine = engine
         self.metrics = metrics
         self.limits = limits
-        self.admitted = 0
         self._pending: list[_Item] = []  # a heap in queue order (round, arrival)
         self._express: list[_Item] = []  # the same, for requests of at most EXPRESS_TOKENS tokens
         self._heavy = 0  # regular threads running a batch from the regular (not express) queue
@@ -137,24 +133,6 @@ class Batcher:
             self._queued.notify_all()
         for thread in self._threads:
             await asyncio.to_thread(thread.join)
-
-    @contextmanager
-    def admit(self) -> Iterator[None]:
-        """Hold one of `max_queue` places for a request, or refuse it now with 429 and Retry-After."""
-        if self.admitted >= self.limits.max_queue:
-            raise RequestError(
-                f"server is at capacity ({self.limits.max_queue} requests in flight); retry shortly",
-                status=429,
-                code="queue_full",
-                retry_after=1,
-            )
-        self.admitted += 1
-        self.metrics.in_flight.inc()
-        try:
-            yield
-        finally:
-            self.admitted -= 1
-            self.metrics.in_flight.dec()
 
     async def tokenize(self, texts: list[str], *, truncate: bool, left: bool = False) -> list[list[int]]:
         """Token ids of `texts`; a large request is tokenized in a thread so the event loop keeps answering."""

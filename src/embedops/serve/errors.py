@@ -45,16 +45,26 @@ def error_response(
     request: Request, exc: EmbedopsError, metrics: ServeMetrics, headers: Mapping[str, str] | None = None
 ) -> Response:
     """The response for `exc`, in the error shape the route's clients parse, counted by its code."""
+    metrics.child(metrics.failures, error_code(exc)).inc()
+    extra, body = error_body(request.scope["path"], exc)
+    return Response(body, exc.http_status, {**(headers or {}), **extra}, media_type="application/json")
+
+
+def error_code(exc: EmbedopsError) -> str:
+    return getattr(exc, "code", type(exc).__name__)
+
+
+def error_body(path: str, exc: EmbedopsError) -> tuple[dict[str, str], bytes]:
+    """The headers and JSON body answering `exc` on `path`: OpenAI's envelope on its routes, else TEI's."""
     status = exc.http_status
-    code = getattr(exc, "code", type(exc).__name__)
-    metrics.failures.labels(code).inc()
-    headers = dict(headers or {})
+    code = error_code(exc)
+    headers = {}
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    if request.url.path.startswith(OPENAI_PATHS):
+    if path.startswith(OPENAI_PATHS):
         body: OpenAIError | ErrorResponse = {
             "error": {
                 "message": str(exc),
@@ -65,7 +75,7 @@ def error_response(
         }
     else:
         body = {"error": str(exc), "error_type": code}
-    return json_response(body, status, headers)
+    return headers, orjson.dumps(body)
 
 
 def invalid(exc: ValidationError, model: type[BaseModel]) -> RequestError:

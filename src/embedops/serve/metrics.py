@@ -8,6 +8,7 @@ With `--workers N` every worker process writes its values to files under PROMETH
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -65,6 +66,16 @@ class ServeMetrics:
             multiprocess_mode="livesum",
         )
         self.failures = Counter("embedops_failures", "Requests refused or failed, by reason.", ["reason"], registry=r)
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once: prometheus-client's lookup costs about 8 µs, a
+        tenth of a 429 refusal's whole CPU time. Labels are route templates, statuses and reasons: few."""
+        key = (metric, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def exposition(self) -> bytes:
         """The text `/metrics` returns: this process's registry, or every worker's in multiprocess mode."""

@@ -47,8 +47,8 @@ class ObservabilityMiddleware:
             seconds = time.perf_counter() - started
             route = scope.get("route")
             label = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(label, str(status)).inc()
-            self.metrics.request_seconds.labels(label).observe(seconds)
+            self.metrics.child(self.metrics.requests, label, str(status)).inc()
+            self.metrics.child(self.metrics.request_seconds, label).observe(seconds)
             if self.access_log:
                 client = scope.get("client")
                 access_logger.info(

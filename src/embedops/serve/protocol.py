@@ -4,6 +4,7 @@ cap on their count and size.
 uvicorn times out idle keep-alive connections but not a client that sends its headers a byte every
 few seconds, and httptools accepts any number of headers of any size: each such connection holds a
 socket and memory for as long as the client likes. Bodies get their deadline in `http.Gate.read`.
+Refusals count on /metrics (`embedops_failures_total`, reasons request_timeout and headers_too_large).
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """A JSON error in TEI's shape, then close: the request never reaches the app."""
         self._refused = True
         code = "request_timeout" if status == 408 else "headers_too_large"
+        metrics = self.app_state.get("metrics")  # the app's lifespan state (serve/app.py)
+        if metrics is not None:
+            metrics.child(metrics.failures, code).inc()
         body = b'{"error": "%s", "error_type": "%s"}' % (reason.encode(), code.encode())
         head = b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)
         self.transport.write(_REFUSALS[status] + head + body)

@@ -69,7 +69,7 @@ class EmbeddingService:
         self.batcher = Batcher(
             engine,
             metrics,
-            BatchLimits(settings.concurrency, settings.batch_size, settings.max_batch_tokens, settings.max_queue),
+            BatchLimits(settings.concurrency, settings.batch_size, settings.max_batch_tokens),
         )
         ref = engine.ref
         # A name, never a server path: hub ids and the bundled model by their id, a folder by its name.
