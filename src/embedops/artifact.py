@@ -21,7 +21,6 @@ import tempfile
 import types
 import typing
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -29,6 +28,8 @@ from typing import Any
 
 from embedops import __version__
 from embedops.errors import ArtifactError, OutputExistsError
+from embedops.files import atomic_path as atomic_path  # re-exported: embed.shards imports it from here
+from embedops.files import is_temp_of, write_text_atomically
 
 MANIFEST_NAME = "embedops.json"
 MANIFEST_FORMAT = 1
@@ -154,25 +155,6 @@ def digest_problem(manifest: Manifest) -> str | None:
     return None
 
 
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temp path beside `path` to write to; renamed onto `path` when the block succeeds, removed when
-    it fails. Readers see the old file or the new one, never half of one, and a crash (even kill -9,
-    which leaves only a hidden `.NAME.PID.tmp`) leaves the old file in place."""
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield staging
-        os.replace(staging, path)
-    finally:
-        staging.unlink(missing_ok=True)
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text` all at once (see `atomic_path`)."""
-    with atomic_path(path) as staging:
-        staging.write_text(text, encoding="utf-8")
-
-
 def write_manifest(directory: str | Path, manifest: Manifest) -> None:
     """Replace the manifest atomically with a renewed digest, e.g. to record evaluation results."""
     manifest.digest = manifest.content_digest()
@@ -189,7 +171,7 @@ def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
 
 def _is_manifest_file(name: str) -> bool:
     """The manifest, or a temp file of its atomic rewrite that a kill left behind."""
-    return name == MANIFEST_NAME or (name.startswith(f".{MANIFEST_NAME}.") and name.endswith(".tmp"))
+    return name == MANIFEST_NAME or is_temp_of(name, MANIFEST_NAME)
 
 
 def _artifact_files(directory: Path) -> Iterator[Path]:

@@ -1,4 +1,5 @@
-"""Data files written all-or-nothing: temp files beside the targets, renamed into place together."""
+"""Data files written all-or-nothing: temp files beside the targets (named by `embedops.files`), renamed into
+place together."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import TextIO
 
 from embedops.data.readers import detect_format
 from embedops.errors import ConfigError, OutputExistsError
+from embedops.files import temp_path
 
 
 class AtomicFiles:
@@ -34,7 +36,7 @@ class AtomicFiles:
     def open(self, target: Path) -> TextIO:
         target = self.check(Path(target))
         target.parent.mkdir(parents=True, exist_ok=True)
-        temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        temp = temp_path(target)
         handle = open(temp, "w", encoding="utf-8", newline="")  # noqa: SIM115 (closed on commit or exit)
         self._open.append((target, temp, handle))
         return handle

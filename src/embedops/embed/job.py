@@ -33,6 +33,7 @@ from embedops.embed.manifest import (
 from embedops.embed.shards import shard_matches, write_shard
 from embedops.embed.sources import CorpusSource, Passage, open_source
 from embedops.errors import ConfigError, DataError, OutputExistsError
+from embedops.files import temp_files
 from embedops.models import DEFAULT_MODEL
 from embedops.vectors import STORAGE_DTYPES, Int8Ranges, stored_width, to_storage
 
@@ -206,7 +207,7 @@ def _clear_output(output: Path, *, keep_shards: bool = False) -> None:
     only what embedops writes, nothing else in the directory."""
     output.mkdir(parents=True, exist_ok=True)
     ours = [] if keep_shards else [*output.glob("part-*.parquet"), output / MANIFEST_NAME]
-    for stale in [*output.glob(".*.tmp"), *ours]:
+    for stale in [*temp_files(output), *ours]:
         stale.unlink(missing_ok=True)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import shutil
 from dataclasses import asdict, dataclass
@@ -22,6 +21,7 @@ from embedops.artifact import sha256_file
 from embedops.data import PairReader
 from embedops.data.readers import Example
 from embedops.errors import DataError
+from embedops.files import atomic_path
 
 TRAIN_FILE = "train.jsonl"
 HELDOUT_DIR = "heldout"
@@ -179,10 +179,8 @@ def split_pairs(
             "shared texts, leaving nothing to train on; pass --eval-data with separate evaluation data",
         )
     directory.mkdir(parents=True, exist_ok=True)
-    staged_train = directory / f".{TRAIN_FILE}.{os.getpid()}.tmp"
-    staged_heldout = directory / f".{HELDOUT_DIR}.{os.getpid()}.tmp"
     heldout = _HeldOut()
-    try:
+    with atomic_path(directory / TRAIN_FILE) as staged_train:
         with open(staged_train, "w", encoding="utf-8") as train:
             for index, example in enumerate(PairReader(data)):
                 if index in held:
@@ -194,15 +192,10 @@ def split_pairs(
                     record["negative"] = example.negative
                 train.write(json.dumps(record, ensure_ascii=False) + "\n")
         if held:
-            heldout.write(staged_heldout)
-    except BaseException:
-        staged_train.unlink(missing_ok=True)
-        shutil.rmtree(staged_heldout, ignore_errors=True)
-        raise
-    shutil.rmtree(directory / HELDOUT_DIR, ignore_errors=True)
-    if held:
-        os.replace(staged_heldout, directory / HELDOUT_DIR)
-    os.replace(staged_train, directory / TRAIN_FILE)
+            with atomic_path(directory / HELDOUT_DIR) as staged_heldout:
+                heldout.write(staged_heldout)
+        else:
+            shutil.rmtree(directory / HELDOUT_DIR, ignore_errors=True)
     summary.train_pairs = len(rows) - len(held)
     summary.eval_pairs, summary.validation_pairs = (len(side) for side in sides)
     summary.groups, summary.eval_fraction, summary.validation_fraction = group_count, eval_fraction, validation_fraction

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,9 +30,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from transformers import TrainerCallback
 
-from embedops.artifact import write_text_atomically
 from embedops.evaluate.datasets import Task
 from embedops.evaluate.scoring import score
+from embedops.files import atomic_path, write_text_atomically
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -160,9 +159,8 @@ class KeepBestEpoch(TrainerCallback):
         if improved or not (self.state_dir / _BEST_WEIGHTS).is_file():
             from safetensors.torch import save_file
 
-            temporary = self.state_dir / f".{_BEST_WEIGHTS}.tmp"
-            save_file(self.best_state, str(temporary))
-            os.replace(temporary, self.state_dir / _BEST_WEIGHTS)
+            with atomic_path(self.state_dir / _BEST_WEIGHTS) as staging:
+                save_file(self.best_state, str(staging))
         selection = self.selection
         state = {"curve": selection.curve, "best_epoch": selection.best_epoch, "best_score": self.best_score}
         write_text_atomically(self.state_dir / _STATE_FILE, json.dumps(state | {"misses": self._misses}))
