@@ -7,10 +7,12 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from embedops.cli import main
 from embedops.data import read_examples
+from embedops.data.dedup import related_groups
 from embedops.data.prep import PrepConfig, prep
 from embedops.errors import ConfigError, DataError, OutputExistsError
 
@@ -124,6 +126,20 @@ def test_split_is_deterministic_and_independent_of_line_order(tmp_path: Path) ->
     eval_a = {tuple(e[:2]) for e in read_examples(tmp_path / "a-out.eval.tsv")}
     eval_b = {tuple(e[:2]) for e in read_examples(tmp_path / "b-out.eval.tsv")}
     assert eval_a == eval_b and first.eval == 20
+
+
+def test_groups_join_shared_sides_and_across_sides_only_when_asked() -> None:
+    """Rows 0 and 3 share a positive; row 1's positive is row 0's anchor, which joins them only across sides."""
+    anchors, positives = np.array([1, 2, 3, 4], dtype=np.uint64), np.array([5, 1, 6, 5], dtype=np.uint64)
+    none = np.empty(0, dtype=np.int64)
+
+    def grouped(labels: np.ndarray) -> list[list[int]]:
+        return sorted(np.flatnonzero(labels == label).tolist() for label in np.unique(labels))
+
+    assert grouped(related_groups(4, none, none, anchors, positives)) == [[0, 3], [1], [2]]
+    assert grouped(related_groups(4, none, none, anchors, positives, across_sides=True)) == [[0, 1, 3], [2]]
+    joined = related_groups(4, np.array([1]), np.array([2]), anchors, positives)  # a related (near-duplicate) pair
+    assert grouped(joined) == [[0, 3], [1, 2]]
 
 
 def test_length_skew_is_warned_and_bounds_applied(tmp_path: Path) -> None:

@@ -1,12 +1,25 @@
-"""The pipeline's held-out split on disk: a second split replaces the first whole (held-out directory
-included, removed when nothing is held out)."""
+"""The pipeline's held-out split on disk: a text on either side of two rows keeps them on one side, and a
+second split replaces the first whole (held-out directory included, removed when nothing is held out)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from embedops.files import temp_files
 from embedops.pipeline.split import HELDOUT_DIR, TRAIN_FILE, split_pairs
+
+
+def test_a_text_shared_across_sides_keeps_its_rows_together(tmp_path: Path) -> None:
+    rows = [f"question {i}\tanswer {i}" for i in range(30)]
+    rows += [f"Answer  {i}\tfollow-up {i}" for i in range(30)]  # row i's positive is row 30+i's anchor
+    data = tmp_path / "pairs.tsv"
+    data.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    summary = split_pairs(data, tmp_path / "split", eval_fraction=0.3, seed=0)
+    train = {json.loads(line)["anchor"] for line in (tmp_path / "split" / TRAIN_FILE).read_text().splitlines()}
+    assert summary.groups == 30 and summary.eval_pairs == 18
+    for i in range(30):
+        assert (f"question {i}" in train) == (f"Answer  {i}" in train), f"pair {i} split across sides"
 
 
 def test_a_second_split_replaces_the_first_whole(tmp_path: Path) -> None:

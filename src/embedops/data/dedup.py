@@ -1,5 +1,6 @@
 """Duplicate decisions over fingerprints (no texts): exact duplicates by hash, near duplicates by a
-per-side similarity (MinHash or embeddings), and the groups of related rows that a split keeps together.
+per-side similarity (MinHash or embeddings), and the groups of related rows that a split keeps together
+(prep's eval split and the pipeline's held-out sides).
 
 Rows are indices 0..n-1 of the rows that survived the previous step; each step returns, per row, the
 index of the row it duplicates (-1: none), so the caller can report "duplicate of line N".
@@ -102,13 +103,21 @@ def near_duplicates(anchor: SideSimilarity, positive: SideSimilarity, n: int, th
     )
 
 
-def related_groups(n: int, left: np.ndarray, right: np.ndarray, *side_hashes: np.ndarray) -> np.ndarray:
-    """Group label per row: rows sharing an identical side, or joined by a related pair, share a group."""
+def related_groups(
+    n: int, left: np.ndarray, right: np.ndarray, *side_hashes: np.ndarray, across_sides: bool = False
+) -> np.ndarray:
+    """Group label per row: rows sharing an identical side, or joined by a related pair, share a group.
+
+    With `across_sides`, one row's anchor equal to another's positive joins them too (the pipeline's
+    split keeps every shared text on one side); otherwise each side is compared with itself only.
+    """
+    keyspaces = [np.concatenate(side_hashes)] if across_sides and side_hashes else list(side_hashes)
     lefts, rights = [left], [right]
-    for hashes in side_hashes:
+    for hashes in keyspaces:
+        rows = np.arange(len(hashes)) % n
         _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
-        lefts.append(first[inverse])
-        rights.append(np.arange(n))
+        lefts.append(rows[first[inverse]])
+        rights.append(rows)
     return _components(n, np.concatenate(lefts), np.concatenate(rights))
 
 

@@ -2,10 +2,11 @@
 (without --eval-data) and a validation side (for choosing the best epoch), each sharing no text with
 training or with each other; both are written as one BEIR directory (see _HeldOut).
 
-Pairs are grouped by their texts (case and spacing ignored): two pairs with the same anchor, or the same
-positive, are one group, and a group goes to one side as a whole. Splitting rows at random would put the
-same question, or the same answer passage, on both sides and reward memorising it. Only 8-byte digests
-are kept in memory, so the file streams like everywhere else in embedops.
+Pairs are grouped by their texts (case and spacing ignored): two pairs sharing a text (the same anchor,
+the same positive, or one's anchor as the other's positive) are one group, and a group goes to one side
+as a whole. Splitting rows at random would put the same question, or the same answer passage, on both
+sides and reward memorising it. The groups are `data.dedup.related_groups`, prep's grouping; only 8-byte
+digests are kept in memory, so the file streams like everywhere else in embedops.
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ import hashlib
 import json
 import random
 import shutil
+from array import array
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from embedops.artifact import sha256_file
 from embedops.data import PairReader
+from embedops.data.dedup import related_groups
 from embedops.data.readers import Example
 from embedops.errors import DataError
 from embedops.files import atomic_path
@@ -55,37 +60,19 @@ def _key(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(normalized, digest_size=8).digest(), "big")
 
 
-class _Groups:
-    """Union-find over text digests; the smaller digest becomes the root, so groups are deterministic."""
-
-    def __init__(self) -> None:
-        self.parent: dict[int, int] = {}
-
-    def find(self, key: int) -> int:
-        root = key
-        while (parent := self.parent.setdefault(root, root)) != root:
-            root = parent
-        while self.parent[key] != root:
-            self.parent[key], key = root, self.parent[key]
-        return root
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-
-def summarise(data: Path) -> tuple[DataSummary, list[tuple[int, int]]]:
-    """Validate every line (DataError at the first bad one) and return the summary plus each row's digests."""
-    rows: list[tuple[int, int]] = []
+def summarise(data: Path) -> tuple[DataSummary, np.ndarray]:
+    """Validate every line (DataError at the first bad one) and return the summary plus each row's digests
+    (rows x 2: anchor, positive)."""
+    keys = array("Q")
     negatives = anchor_chars = positive_chars = 0
     for example in PairReader(data):
-        rows.append((_key(example.anchor), _key(example.positive)))
+        keys.extend((_key(example.anchor), _key(example.positive)))
         negatives += example.negative is not None
         anchor_chars += len(example.anchor)
         positive_chars += len(example.positive)
-    if not rows:
+    if not keys:
         raise DataError(data, 1, "no pairs in the file")
+    rows = np.frombuffer(keys, dtype=np.uint64).reshape(-1, 2)
     count = len(rows)
     summary = DataSummary(
         data=str(data.absolute()),
@@ -99,28 +86,33 @@ def summarise(data: Path) -> tuple[DataSummary, list[tuple[int, int]]]:
     return summary, rows
 
 
-def held_out_rows(rows: list[tuple[int, int]], fractions: list[float], seed: int) -> tuple[list[set[int]], int]:
+def held_out_rows(rows: np.ndarray, fractions: list[float], seed: int) -> tuple[list[set[int]], int]:
     """Row indices of each held-out side (whole groups, in one seeded order) and the number of groups.
 
-    Sides are filled one after the other from the same shuffled groups, so they never share a group.
+    A group is a connected component of rows joined by a shared text, on either side (dedup's grouping).
+    Groups are shuffled in the order of their smallest text digest, so the split depends on the texts and
+    the seed; sides are filled one after the other from that order, so they never share a group.
     """
-    groups = _Groups()
-    for anchor, positive in rows:
-        groups.union(anchor, positive)
-    members: dict[int, list[int]] = {}
-    for index, (anchor, _) in enumerate(rows):
-        members.setdefault(groups.find(anchor), []).append(index)
-    order = sorted(members)
+    none = np.empty(0, dtype=np.int64)
+    labels = related_groups(len(rows), none, none, rows[:, 0], rows[:, 1], across_sides=True)
+    count = int(labels.max()) + 1
+    smallest = np.full(count, np.iinfo(np.uint64).max, dtype=np.uint64)
+    for digests in (rows[:, 0], rows[:, 1]):
+        np.minimum.at(smallest, labels, digests)
+    members: list[list[int]] = [[] for _ in range(count)]
+    for index, label in enumerate(labels.tolist()):
+        members[label].append(index)
+    order = np.argsort(smallest).tolist()
     random.Random(seed).shuffle(order)
-    roots = iter(order)
+    groups = iter(order)
     sides: list[set[int]] = []
     for fraction in fractions:
         side: set[int] = set()
         target = max(1, round(len(rows) * fraction)) if fraction else 0
-        while len(side) < target and (root := next(roots, None)) is not None:
-            side.update(members[root])
+        while len(side) < target and (group := next(groups, None)) is not None:
+            side.update(members[group])
         sides.append(side)
-    return sides, len(members)
+    return sides, count
 
 
 class _HeldOut:
