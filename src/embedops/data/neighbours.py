@@ -11,6 +11,10 @@ from collections.abc import Iterator
 import numpy as np
 
 _BLOCK_SCORES = 1 << 24  # 64 MiB of float32 scores per block
+# Not sentence-transformers' util.semantic_search: on 5,000 x 5,000 x 384 it finds the same neighbours (order
+# differs only among scores within 1e-7) but took 1.3-4.5x as long on two cores (k 17 and 101); it needs less memory
+# for small k (+51 MiB against +262 at k 17), but returns every query's hits at once as dicts, so its memory grows
+# with queries x k where a block's does not (+558 MiB against +420 at 20,000 queries and k 101, as mining asks).
 
 
 def top_k_blocks(queries: np.ndarray, corpus: np.ndarray, k: int) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:

@@ -11,10 +11,13 @@ overshot settle into its optimum instead of carrying on from where it overshot.
 The score before training (epoch 0) is a candidate too: when no epoch beats the base model on validation
 data, the published weights are the base model's and the manifest says so.
 
-The callback stands on transformers' TrainerCallback rather than its EarlyStoppingCallback, which needs
-the trainer's own evaluation loop and `load_best_model_at_end` (a checkpoint per evaluation on disk);
-this keeps the best weights in memory, scores with embedops' retrieval metrics, and survives --resume
-through a small state file in the run's work directory.
+The callback stands on transformers' TrainerCallback rather than its EarlyStoppingCallback, which only
+counts evaluations without a gain and sets `should_training_stop`: it cannot send training back to the best
+weights at a smaller step after a stall, stop at a wall-clock deadline, or end on the base model (epoch 0,
+never a trainer checkpoint), and the best weights it ends with come from `load_best_model_at_end`, which
+needs the save strategy to match the evaluation strategy (a full checkpoint on disk per evaluation, read
+back at the end). This keeps the best weights in memory, scores with embedops' retrieval metrics, and
+survives --resume through a small state file and one best.safetensors in the run's work directory.
 """
 
 from __future__ import annotations
