@@ -50,7 +50,7 @@ class Int8Ranges:
 
 def write_ranges(directory: Path, ranges: Int8Ranges, *, texts: int, source: str) -> None:
     """`ranges` into an artifact's `RANGES_FILE`, with how many texts of which source measured them."""
-    from embedops.artifact import write_text_atomically
+    from embedops.files import write_text_atomically
 
     record = {"low": ranges.low, "high": ranges.high, "texts": texts, "source": source}
     write_text_atomically(directory / RANGES_FILE, json.dumps(record))

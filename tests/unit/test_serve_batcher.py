@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from embedops.cli import build_parser
-from embedops.errors import RequestError
 from embedops.models import resolve
 from embedops.serve.batcher import Batcher, BatchLimits
 from embedops.serve.engine import Engine

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from embedops import __version__
-from embedops.artifact import hash_files, sha256_file, write_text_atomically
+from embedops.artifact import hash_files, sha256_file
 from embedops.embed.sources import CorpusSource
 from embedops.errors import ArtifactError
+from embedops.files import write_text_atomically
 from embedops.models import ModelRef
 
 MANIFEST_NAME = "embed.json"

@@ -11,8 +11,8 @@ from types import ModuleType
 
 import numpy as np
 
-from embedops.artifact import atomic_path
 from embedops.errors import MissingDependencyError
+from embedops.files import atomic_path
 
 PLAN_KEY = b"embedops.plan"
 SHARD_KEY = b"embedops.shard"
