@@ -17,13 +17,14 @@ class ConfigError(EmbedopsError):
 
 
 class DataError(EmbedopsError):
-    """Bad training or evaluation data, located compiler-style as PATH:LINE."""
+    """Bad training or evaluation data, located compiler-style as PATH:LINE; line 0 is the file as a
+    whole (missing, a directory, an unknown type), shown as PATH alone since no line 0 exists."""
 
     def __init__(self, path: str | Path, line: int, message: str) -> None:
         self.path = str(path)
         self.line = line
         self.reason = message
-        super().__init__(f"{self.path}:{line}: {message}")
+        super().__init__(f"{self.path}:{line}: {message}" if line > 0 else f"{self.path}: {message}")
 
 
 class ModelNotFoundError(EmbedopsError):
