@@ -6,15 +6,16 @@ so `embedops --help` stays fast.
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import importlib
 import logging
 import os
 import pkgutil
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 from embedops import __version__
 from embedops.errors import EmbedopsError
@@ -29,13 +30,76 @@ def _command_modules() -> list:
     return sorted(modules, key=lambda module: module.ORDER)
 
 
+def _suggestion(word: str, candidates: Sequence[str]) -> str:
+    """' (did you mean X?)' for the candidate closest to a misspelt word, or '' when none is close."""
+    close = difflib.get_close_matches(word, candidates, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that takes whole flag names only (an abbreviation such as `--dtyp` would pass for `--dtype`
+    and change meaning once another flag shares the prefix) and suggests the closest valid choice."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(self, args: Iterable[str] | None = None, namespace: Any = None) -> tuple[Any, list[str]]:
+        """Every argument must be understood: leftovers are an error of this parser, with its usage."""
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.unrecognized(extras)
+        return namespace, extras
+
+    def unrecognized(self, strings: Sequence[str]) -> NoReturn:
+        """Exit 2 with this parser's usage, each unknown flag followed by the flag it most resembles."""
+        flags = [string for string in self._option_string_actions if string.startswith("--")]
+        named = [
+            string + (_suggestion(string.split("=", 1)[0], flags) if string.startswith("-") else "")
+            for string in strings
+        ]
+        self.error(f"unrecognized arguments: {' '.join(named)}")
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if action.choices is not None and value not in action.choices:
+            choices = [str(choice) for choice in action.choices]
+            listed = ", ".join(map(repr, choices))
+            close = difflib.get_close_matches(str(value), choices, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r} (choose from {listed}){hint}")
+
+
+class _CommandParser(_Parser):
+    """A subcommand's parser: it reports a flag it does not know itself, with its own usage, and before
+    argparse's check for required flags, which would otherwise name a required flag instead of the typo."""
+
+    def parse_known_args(self, args: Iterable[str] | None = None, namespace: Any = None) -> tuple[Any, list[str]]:
+        strings = list(sys.argv[1:] if args is None else args)
+        options = strings[: strings.index("--")] if "--" in strings else strings  # after "--" all are values
+        unknown = [string for string in options if self._unknown_flag(string)]
+        if unknown:
+            self.unrecognized(unknown)
+        return super().parse_known_args(strings, namespace)
+
+    def _unknown_flag(self, string: str) -> bool:
+        """Whether argparse would read `string` as an option it has no flag for (its own rules: a lone '-',
+        a negative number or a string with a space is a value)."""
+        if len(string) < 2 or not string.startswith("-") or " " in string:
+            return False
+        if string.split("=", 1)[0] in self._option_string_actions:
+            return False
+        if not string.startswith("--") and string[:2] in self._option_string_actions:
+            return False  # a short flag with its value attached, -h... included
+        return self._negative_number_matcher.match(string) is None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="embedops",
         description="Fine-tune, evaluate, quantize and serve sentence-embedding models.",
     )
     parser.add_argument("--version", action="version", version=f"embedops {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_CommandParser)
     for module in _command_modules():
         module.register(subparsers)
     for command in subparsers.choices.values():
