@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -237,7 +238,29 @@ def test_killed_run_resumes_to_the_same_step_count(tmp_path: Path, tiny_model_di
     result = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert read_manifest(out).training["steps"] == 120
+    assert " 0/120 steps" not in bar_states(result.stderr)[0], "the bar starts where the run resumed"
     assert not work_dir_for(out).exists()
+
+
+def bar_states(stderr: str) -> list[str]:
+    """Every state a progress bar was drawn in: tqdm redraws a line after a carriage return."""
+    return [part for part in re.split(r"[\r\n]", stderr) if re.search(r"\d+%\|", part)]
+
+
+def test_training_shows_one_labeled_bar_and_no_log_dicts(tmp_path: Path, tiny_model_dir: Path) -> None:
+    data = pairs_file(tmp_path / "pairs.tsv", 16)
+    command = [sys.executable, "-m", "embedops", "finetune", "--device", "cpu", "--data", str(data)]
+    command += ["--base-model", str(tiny_model_dir), "--output", str(tmp_path / "ft"), "--epochs", "2"]
+    result = subprocess.run([*command, "--batch-size", "8"], capture_output=True, timeout=300)  # bytes: keep \r
+    stdout, stderr = result.stdout.decode(), result.stderr.decode()
+    assert result.returncode == 0, stderr[-2000:]
+    assert "{'" not in stdout + stderr  # no raw trainer log dicts
+    assert stdout.lstrip().startswith("saved finetuned model to")
+    states = bar_states(stderr)
+    assert len([line for line in stderr.split("\n") if re.search(r"\d+%\|", line)]) == 1, "one bar, kept"
+    assert {state.split(":")[0] for state in states} == {"epoch 1/2", "epoch 2/2"}  # labeled, nothing else
+    assert states[-1].startswith("epoch 2/2: 100%|") and "4/4 steps" in states[-1]
+    assert re.search(r"elapsed, \S+ left, loss \d+\.\d{4}\]$", states[-1])
 
 
 def test_resume_without_interrupted_run(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:

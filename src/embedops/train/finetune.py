@@ -157,7 +157,7 @@ def _training_arguments(
         report_to="none",
         use_cpu=not use_cuda,
         dataloader_drop_last=False,
-        disable_tqdm=probing,
+        disable_tqdm=True,  # train.trainer draws the bar; the trainer's own writes raw log dicts under it
         **schedule,
         bf16=precision["bf16"],
         fp16=precision["fp16"],
@@ -178,20 +178,20 @@ def _probe(
     candidates: list[float],
 ) -> ProbeOutcome:
     """Run the learning-rate probe (train.probe) over `candidates`; the model ends at its base weights."""
-    from sentence_transformers import SentenceTransformerTrainer
-
     from embedops.train.probe import probe_learning_rates, probe_steps
     from embedops.train.selection import snapshot
+    from embedops.train.trainer import Trainer
 
     steps = probe_steps(steps_per_epoch, config.probe_steps)
     base_state = snapshot(model)
 
     def train_at(rate: float) -> float:
-        trainer = SentenceTransformerTrainer(
+        trainer = Trainer(
             model=model,
             args=_training_arguments(config, work / "probe", device, steps_per_epoch, rate, max_steps=steps),
             train_dataset=dataset,
             loss=_loss(config, model),
+            progress=False,  # a probe reports its score, not its steps
         )
         started = time.perf_counter()
         trainer.train()
@@ -240,7 +240,7 @@ def _finetune(config: FinetuneConfig, selection: EpochSelection | None, world: W
     if config.use_lora:
         _add_lora(config, model)
 
-    from sentence_transformers import SentenceTransformerTrainer
+    from embedops.train.trainer import Trainer
 
     steps_per_epoch = -(-len(dataset) // (config.batch_size * world.size))
     lr, probe, keep_best = config.learning_rate, None, None
@@ -265,7 +265,7 @@ def _finetune(config: FinetuneConfig, selection: EpochSelection | None, world: W
     arguments = _training_arguments(config, work / "checkpoints", device, steps_per_epoch, lr, world=world)
     if world.size > 1:
         distributed.plain_cpu_device(arguments)
-    trainer = SentenceTransformerTrainer(
+    trainer = Trainer(
         model=model,
         args=arguments,
         train_dataset=dataset,
