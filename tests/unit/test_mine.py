@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
+import re
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -166,3 +169,37 @@ def test_cli_mine_and_finetune_mine_negatives(tmp_path: Path, tiny_model_dir: Pa
     mined = training["mined"]
     assert mined["pairs"] == 24 and mined["with_mined"] + mined["with_random"] == 24 and training["pairs"] == 24
     assert training["data"] == str(data)
+
+
+class Terminal(io.StringIO):
+    """A stderr that says it is a terminal, so bars meant for people are drawn into it."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_mining_shows_what_it_encodes(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = pairs_file(tmp_path / "pairs.tsv", 24)
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    args = ["mine", "--data", str(data), "--output", str(tmp_path / "m.jsonl"), "--model", str(tiny_model_dir)]
+    assert main([*args, "--range-min", "0", "--batch-size", "8"]) == 0
+    drawn = terminal.getvalue()
+    assert "Batches" not in drawn + capsys.readouterr().err
+    labels = {match.group(1) for match in re.finditer(r"(?:^|[\r\n])([^\r\n:]+:[^\r\n:]+): +\d+%\|", drawn)}
+    assert labels == {"mine: encoding anchors", "mine: encoding passages"}  # the ranking bar has no total
+    assert "mine: encoding anchors: 100%|" in drawn and "24/24 [" in drawn
+
+
+def test_labeled_encoding_gives_the_vectors_of_one_encode_call(tiny_model_dir: Path) -> None:
+    from embedops.data.encoding import encode
+    from embedops.models import load
+
+    model = load(str(tiny_model_dir), device="cpu")
+    rng = random.Random(2)
+    texts = [" ".join(rng.choices(WORDS, k=rng.randint(1, 12))) for _ in range(150)] + ["sync", "sync", ""]
+    whole = model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+    labeled = encode(model, texts, label="test", batch_size=32, normalize_embeddings=True)
+    assert labeled.dtype == whole.dtype and np.array_equal(labeled, whole)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from embedops.data.corpus import read_corpus
+from embedops.data.encoding import encode
 from embedops.data.neighbours import top_k_blocks
 from embedops.data.outputs import AtomicFiles, PairWriter
 from embedops.data.readers import PairReader, detect_format
@@ -140,11 +141,8 @@ def _read_pairs(config: MineConfig) -> list[tuple[str, str]]:
     return pairs
 
 
-def _encode(model: Any, texts: list[str], batch_size: int) -> np.ndarray:
-    embeddings = model.encode(
-        texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=True
-    )
-    return embeddings.astype(np.float32)
+def _encode(model: Any, texts: list[str], batch_size: int, label: str) -> np.ndarray:
+    return encode(model, texts, label=label, batch_size=batch_size, normalize_embeddings=True).astype(np.float32)
 
 
 def mine(config: MineConfig) -> MineResult:
@@ -167,8 +165,8 @@ def mine(config: MineConfig) -> MineResult:
             positives[anchor_id[anchor]].add(corpus_id[positive])
 
         model = load(model_ref, device=config.device)
-        anchor_vectors = _encode(model, anchors, config.batch_size)
-        corpus_vectors = _encode(model, corpus, config.batch_size)
+        anchor_vectors = _encode(model, anchors, config.batch_size, "mine: encoding anchors")
+        corpus_vectors = _encode(model, corpus, config.batch_size, "mine: encoding passages")
         positive_scores = np.array(
             [anchor_vectors[anchor_id[a]] @ corpus_vectors[corpus_id[p]] for a, p in pairs], dtype=np.float32
         )
