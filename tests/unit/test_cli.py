@@ -3,6 +3,8 @@ guess at what a misspelt flag or command meant."""
 
 from __future__ import annotations
 
+import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -103,3 +105,26 @@ def test_a_missing_data_file_is_named_without_a_line_number(
     monkeypatch.chdir(tmp_path)
     assert main([command, "--data", "nosuch.tsv", "--output", "out.jsonl" if command == "mine" else "out"]) == 2
     assert capsys.readouterr().err == "error: nosuch.tsv: no such file\n"
+
+
+def test_evaluation_progress_is_logged_and_shown_by_the_cli(
+    tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from embedops.evaluate import EvalConfig, evaluate
+
+    data = tmp_path / "triples.tsv"
+    data.write_text("".join(f"question {n}\tanswer {n}\tnoise {n}\n" for n in range(6)))
+    logger = logging.getLogger("embedops.evaluate")  # the CLI stops embedops' records at its own handler
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("INFO", logger="embedops.evaluate"):
+            evaluate(EvalConfig(models=[str(tiny_model_dir)], data=data))
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert caplog.messages[0] == "evaluating 1 model(s) on triples (triples: 6 queries, 12 documents)"
+    capsys.readouterr()
+
+    assert main(["eval", "--model", str(tiny_model_dir), "--data", str(data)]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "evaluating 1 model(s) on triples (triples: 6 queries, 12 documents)"
+    assert re.fullmatch(rf"  {re.escape(str(tiny_model_dir))}: \d+\.\d s", lines[-1])

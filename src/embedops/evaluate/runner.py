@@ -6,7 +6,7 @@ the first model is loaded, so a typo costs seconds, not an encoded corpus.
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +18,8 @@ from embedops.evaluate.datasets import RetrievalTask, Task, load_task
 from embedops.evaluate.encoders import Encoder, open_encoder
 from embedops.evaluate.gate import enforce, make_gates
 from embedops.evaluate.scoring import check_metrics, default_metrics, score
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -103,7 +105,7 @@ def evaluate(config: EvalConfig) -> EvalResult:
     """Score every model on the dataset; the gates are checked separately (`check_gates`)."""
     task, metrics, encoders = prepare(config)
     size = ", ".join(f"{v} {k}" for k, v in _size(task).items())
-    print(f"evaluating {len(encoders)} model(s) on {task.name} ({task.kind}: {size})", file=sys.stderr)
+    logger.info("evaluating %d model(s) on %s (%s: %s)", len(encoders), task.name, task.kind, size)
     results = []
     for encoder in encoders:
         load = getattr(encoder, "load", None)
@@ -116,7 +118,7 @@ def evaluate(config: EvalConfig) -> EvalResult:
         if close:
             close()
         results.append(ModelResult(encoder.name, scores, seconds, getattr(encoder, "artifact_dir", None)))
-        print(f"  {encoder.name}: {seconds:.1f} s", file=sys.stderr)
+        logger.info("  %s: %.1f s", encoder.name, seconds)
     return EvalResult(task.name, task.kind, _size(task), metrics, results)
 
 
