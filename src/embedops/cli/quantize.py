@@ -57,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--force", action="store_true", help="replace an existing output artifact")
     parser.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    parser.add_argument(
+        "--verbose", action="store_true", help="show ONNX Runtime's own log lines (one per quantized node)"
+    )
     parser.set_defaults(run=run)
 
 
@@ -77,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         max_drift=args.max_drift,
         block_size=args.block_size,
         force=args.force,
+        verbose=args.verbose,
     )
     result = quantize(config)
     if args.json:

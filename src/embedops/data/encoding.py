@@ -15,9 +15,11 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 
-def encode(model: SentenceTransformer, texts: list[str], *, label: str, batch_size: int, **options: Any) -> np.ndarray:
+def encode(
+    model: SentenceTransformer, texts: list[str], *, label: str, batch_size: int, leave: bool = True, **options: Any
+) -> np.ndarray:
     """`model.encode(texts, batch_size=..., convert_to_numpy=True, **options)` under a bar named `label`
-    (shown on a terminal only, as embedops' other bars)."""
+    (shown on a terminal only, as embedops' other bars; cleared when done unless `leave`)."""
     import numpy as np
     from tqdm.auto import tqdm
 
@@ -28,7 +30,7 @@ def encode(model: SentenceTransformer, texts: list[str], *, label: str, batch_si
         return batch(texts)
     order = np.argsort([-len(text) for text in texts])  # how sentence-transformers orders them
     parts = []
-    with tqdm(total=len(texts), desc=label, unit=" texts", disable=None) as bar:
+    with tqdm(total=len(texts), desc=label, unit=" texts", disable=None, leave=leave) as bar:
         for start in range(0, len(texts), batch_size):
             rows = order[start : start + batch_size]
             parts.append(batch([texts[row] for row in rows]))

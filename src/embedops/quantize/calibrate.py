@@ -46,6 +46,7 @@ def channel_maxima(
     import numpy as np
     import onnx
     import onnxruntime as ort
+    from tqdm.auto import tqdm
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
@@ -54,11 +55,14 @@ def channel_maxima(
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     wanted = {node.name for node in session.get_inputs()}
     maxima: dict[str, np.ndarray] = {}
-    for start in range(0, len(texts), batch_size):
-        feed = tokenize(texts[start : start + batch_size])
-        real = feed["attention_mask"].astype(bool)
-        outputs = session.run(names, {name: value for name, value in feed.items() if name in wanted})
-        for name, output in zip(names, outputs, strict=True):
-            batch_max = np.abs(output[real]).max(axis=0)
-            maxima[name] = np.maximum(maxima[name], batch_max) if name in maxima else batch_max
+    with tqdm(total=len(texts), desc="quantize: calibrating", unit=" texts", disable=None, leave=False) as bar:
+        for start in range(0, len(texts), batch_size):
+            batch = texts[start : start + batch_size]
+            feed = tokenize(batch)
+            real = feed["attention_mask"].astype(bool)
+            outputs = session.run(names, {name: value for name, value in feed.items() if name in wanted})
+            for name, output in zip(names, outputs, strict=True):
+                batch_max = np.abs(output[real]).max(axis=0)
+                maxima[name] = np.maximum(maxima[name], batch_max) if name in maxima else batch_max
+            bar.update(len(batch))
     return maxima

@@ -46,6 +46,7 @@ class QuantizeConfig:
     max_drift: float | None = None
     block_size: int = 32
     force: bool = False
+    verbose: bool = False  # ONNX Runtime's own log lines (quantize.steps)
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:

@@ -85,11 +85,13 @@ def measure_drift(
 ) -> DriftReport:
     import numpy as np
 
-    def encode(model: SentenceTransformer) -> np.ndarray:
-        vectors = model.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True)
-        return vectors.astype(np.float64)
+    from embedops.data.encoding import encode
 
-    before, after = encode(reference), encode(candidate)
+    def vectors(model: SentenceTransformer, label: str) -> np.ndarray:
+        return encode(model, texts, label=label, batch_size=batch_size, leave=False, normalize_embeddings=True)
+
+    before = vectors(reference, "quantize: drift, source").astype(np.float64)
+    after = vectors(candidate, "quantize: drift, quantized").astype(np.float64)
     cosines = np.sum(before * after, axis=1)
     k = min(NEIGHBOURS, len(texts) - 1)
     return DriftReport(

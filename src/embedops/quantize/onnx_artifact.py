@@ -11,6 +11,7 @@ from embedops.quantize.config import QuantizeConfig
 from embedops.quantize.export import export_onnx
 from embedops.quantize.kernels import kernel_for
 from embedops.quantize.onnx_int import quantize_int4, quantize_int8
+from embedops.quantize.steps import Steps
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -18,23 +19,27 @@ if TYPE_CHECKING:
 _TORCH_WEIGHTS = ("*.safetensors", "pytorch_model*.bin", "model.safetensors.index.json")
 
 
-def write_onnx_artifact(model: SentenceTransformer, directory: Path, config: QuantizeConfig) -> tuple[str, dict]:
+def write_onnx_artifact(
+    model: SentenceTransformer, directory: Path, config: QuantizeConfig, steps: Steps
+) -> tuple[str, dict]:
     """Write the artifact files into `directory`; return the graph's relative path and its quantization record."""
     model.save(str(directory), create_model_card=False)
     for pattern in _TORCH_WEIGHTS:
         for path in directory.glob(pattern):
             path.unlink()
     fp32 = directory / "onnx" / "model_fp32.onnx"
+    steps.start("exporting the fp32 ONNX graph")
     export_onnx(model, fp32)
     if config.dtype == "int8":
         kernel = kernel_for(config.target_cpu)
         variant = "" if config.int8_scheme == "dynamic" else f"{config.int8_scheme}_"
         file = f"onnx/model_qint8_{variant}{kernel.name}.onnx"
         record = quantize_int8(
-            fp32, directory / file, config.int8_scheme, kernel, _tokenizer(model), config.calibration_data
+            fp32, directory / file, config.int8_scheme, kernel, _tokenizer(model), config.calibration_data, steps
         )
     else:
         file = f"onnx/model_q4_bs{config.block_size}.onnx"
+        steps.start(f"quantizing to int4 (embedding table in 4-bit blocks of {config.block_size}, MatMuls in 8 bits)")
         record = quantize_int4(fp32, directory / file, config.block_size)
     fp32.unlink()
     return file, record

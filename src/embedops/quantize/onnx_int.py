@@ -14,21 +14,26 @@ make it 62% of int8's but drift four times as much as dynamic int8.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from embedops.errors import MissingDependencyError
 from embedops.quantize.calibrate import Tokenize
 from embedops.quantize.kernels import Int8Kernel, this_cpu
+from embedops.quantize.steps import Steps
 
 if TYPE_CHECKING:
     import onnx
 
 
 def quantize_int8(
-    source: Path, target: Path, scheme: str, kernel: Int8Kernel, tokenize: Tokenize, calibration_data: str | None
+    source: Path,
+    target: Path,
+    scheme: str,
+    kernel: Int8Kernel,
+    tokenize: Tokenize,
+    calibration_data: str | None,
+    steps: Steps,
 ) -> dict[str, object]:
     """Write the int8 graph of `source` to `target`; return what to record in the manifest.
 
@@ -36,9 +41,10 @@ def quantize_int8(
     `calibration_data` (a pairs file; None: the bundled general-domain sentences).
     """
     if scheme == "dynamic":
+        steps.start(f"quantizing to int8 for {kernel.name} (ONNX Runtime's dynamic scheme)")
         record = _dynamic_int8(source, target, kernel)
     else:
-        record = _rowwise_int8(source, target, kernel, tokenize, calibration_data)
+        record = _rowwise_int8(source, target, kernel, tokenize, calibration_data, steps)
     return {**record, "kernel": kernel.name, "cpu": this_cpu()}
 
 
@@ -64,7 +70,7 @@ def _dynamic_int8(source: Path, target: Path, kernel: Int8Kernel) -> dict[str, o
 
 
 def _rowwise_int8(
-    source: Path, target: Path, kernel: Int8Kernel, tokenize: Tokenize, calibration_data: str | None
+    source: Path, target: Path, kernel: Int8Kernel, tokenize: Tokenize, calibration_data: str | None, steps: Steps
 ) -> dict[str, object]:
     import onnx
 
@@ -74,7 +80,9 @@ def _rowwise_int8(
 
     model = onnx.load(str(source))
     calibration = calibration_texts(calibration_data)
+    steps.start(f"calibrating the activation smoothing on {len(calibration)} texts")
     maxima = channel_maxima(model, quantized_inputs(model), tokenize, calibration)
+    steps.start(f"quantizing to int8 for {kernel.name} (activations per row, weights per column)")
     tables = int8_embedding_rows(model)
     matmuls = rowwise_int8_matmuls(model, signed_weights=kernel.signed_weights, channel_max=maxima)
     onnx.save_model(model, str(target))
@@ -143,9 +151,8 @@ def quantize_int4(source: Path, target: Path, block_size: int) -> dict[str, obje
 def _weight_only(model: onnx.ModelProto, op_type: str, *, bits: int, block_size: int) -> onnx.ModelProto:
     """Block-wise symmetric quantization of the constant weights of every `op_type` node."""
     import numpy as np
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    quantizer = MatMulNBitsQuantizer(
+    quantizer = _block_quantizer()(
         model,
         bits=bits,
         block_size=block_size,
@@ -154,23 +161,23 @@ def _weight_only(model: onnx.ModelProto, op_type: str, *, bits: int, block_size:
         op_types_to_quantize=(op_type,),
         quant_axes=(("MatMul", 0), ("Gather", 1)),  # along the reduced axis / along each embedding row
     )
-    # All-zero blocks have scale 0 and stay 0; the quantizer logs a line per node at INFO.
-    with np.errstate(divide="ignore", invalid="ignore"), _quiet_quantizer():
+    # All-zero blocks have scale 0 and stay 0. Its line per node (INFO) shows with --verbose only (quantize.steps).
+    with np.errstate(divide="ignore", invalid="ignore"):
         quantizer.process()
     return quantizer.model.model
 
 
-@contextmanager
-def _quiet_quantizer() -> Iterator[None]:
-    """ONNX Runtime's block quantizer logs a line for every node it visits (about 1,500 for a small
-    encoder); keep only its warnings for the length of one call."""
-    logger = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+def _block_quantizer() -> Any:
+    """ONNX Runtime's MatMulNBitsQuantizer. Its module calls logging.basicConfig(level=INFO) when first
+    imported, which would print every library's INFO records from then on (and have sentence-transformers
+    draw its bars); the root logger is put back as it was."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    root.setLevel(level)
+    root.handlers[:] = handlers
+    return MatMulNBitsQuantizer
 
 
 def _matmul_block(model: onnx.ModelProto, block: int) -> int:
