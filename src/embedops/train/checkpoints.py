@@ -17,7 +17,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from embedops.artifact import write_text_atomically
+from embedops.files import write_text_atomically
 
 logger = logging.getLogger(__name__)
 _CLOCK = "clock.json"

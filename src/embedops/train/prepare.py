@@ -16,9 +16,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from embedops.artifact import check_output_free, sha256_file, write_text_atomically
+from embedops.artifact import check_output_free, sha256_file
 from embedops.data import PairReader, ReadStats
 from embedops.errors import ConfigError
+from embedops.files import write_text_atomically
 from embedops.models import ModelRef, resolve
 from embedops.train.config import FinetuneConfig
 

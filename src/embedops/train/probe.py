@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embedops.artifact import write_text_atomically
+from embedops.files import write_text_atomically
 
 logger = logging.getLogger(__name__)
 
