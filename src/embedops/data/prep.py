@@ -204,17 +204,15 @@ def _scan(config: PrepConfig, counter: TokenCounter) -> _Fingerprints:
 def _side_similarities(config: PrepConfig, prints: _Fingerprints, rows: np.ndarray) -> list[Any]:
     if config.near_dup_method == "minhash":
         return [MinHashSimilarity(signatures[rows]) for signatures in prints.signatures]
+    from embedops.data.encoding import encode
     from embedops.models import load
 
     model = load(config.model)
     similarities = []
-    for side_texts in prints.texts or ():
-        embeddings = model.encode(
-            [side_texts[row] for row in rows],
-            batch_size=config.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=True,
+    for side, side_texts in zip(("anchors", "positives"), prints.texts or (), strict=False):
+        texts = [side_texts[row] for row in rows]
+        embeddings = encode(
+            model, texts, label=f"prep: encoding {side}", batch_size=config.batch_size, normalize_embeddings=True
         )
         similarities.append(EmbeddingSimilarity(embeddings.astype(np.float32), config.near_dup_threshold))
     return similarities
