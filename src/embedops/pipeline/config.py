@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from embedops.errors import ConfigError, DataError
+from embedops.evaluate.gate import Gate, parse_gate
 from embedops.models import DEFAULT_MODEL
-from embedops.pipeline.gates import Gate, parse_gate
 from embedops.pipeline.recipe import Recipe
 
 QUANTIZE_CHOICES = ("int8", "int4", "none")

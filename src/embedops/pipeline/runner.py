@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from embedops.artifact import hash_files
 from embedops.errors import EmbedopsError, GateFailedError
+from embedops.evaluate.gate import check_metrics_available
 from embedops.models import resolve
 from embedops.pipeline.config import PipelineConfig
-from embedops.pipeline.gates import check_metrics_available
 from embedops.pipeline.ledger import Ledger, content_hash, data_hash, model_hash
 from embedops.pipeline.recipe import choose_recipe
 from embedops.pipeline.report import write_reports
@@ -97,13 +97,13 @@ def _data_stage(config: PipelineConfig, ledger: Ledger, base_hash: str) -> tuple
 
 def _check_gates(ledger: Ledger, config: PipelineConfig, model: str, scores: dict, base: dict) -> None:
     outcomes = [gate.check(model, scores, base) for gate in config.parsed_gates]
-    ledger.document["gates"].extend(outcomes)
-    failed = [outcome for outcome in outcomes if not outcome["passed"]]
+    ledger.document["gates"].extend(asdict(outcome) for outcome in outcomes)
+    failed = [outcome for outcome in outcomes if not outcome.passed]
     for outcome in outcomes:
-        print(f"gate {outcome['gate']}: {'passed' if outcome['passed'] else 'FAILED'} - {outcome['detail']}")
+        print(f"gate {outcome.gate}: {'passed' if outcome.passed else 'FAILED'} - {outcome.detail}")
     if failed:
         raise GateFailedError(
-            "; ".join(f"gate {outcome['gate']} failed for {outcome['detail']}" for outcome in failed)
+            "; ".join(f"gate {outcome.gate} failed for {outcome.detail}" for outcome in failed)
             + f"; artifacts so far are kept in {config.output}"
         )
 
