@@ -12,9 +12,12 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from embedops.errors import EmbedopsError
+
+if TYPE_CHECKING:
+    from embedops.pipeline.state import PipelineState
 
 ORDER = 0
 SAMPLE = "sample_pairs.tsv"
@@ -94,15 +97,21 @@ def _points(value: float) -> str:
     return f"{value * 100:.1f}"
 
 
-def summary_lines(document: dict[str, Any], directory: Path, served: dict[str, Any], seconds: float) -> list[str]:
-    """The one screen the demo ends with, read from pipeline.json and the /embed answer."""
+def summary_lines(state: PipelineState, directory: Path, served: dict[str, Any], seconds: float) -> list[str]:
+    """The one screen the demo ends with, read from the pipeline's state and the /embed answer."""
     from embedops.pipeline.stages import directory_size
+    from embedops.pipeline.state import STAGES, Stage, stage_dir
 
-    data, recipe, stages = document["data"], document["recipe"], document["stages"]
-    training = stages["finetune"]["result"]
+    data, recipe, training = state.data, state.recipe, state.training()
+    quantization = state.quantization()
+    assert data and recipe and training and quantization, "a finished demo run has every stage"
     selection = training.get("selection") or {}
-    removed = sum((data["prep"].get("removed") or {}).values())
-    scores = [(label, stages[stage]["result"]["metrics"]) for label, stage in _MODELS if stage in stages]
+    prep = data.get("prep")
+    removed = sum(prep["removed"].values()) if prep else 0
+    scores = [
+        (quantization["dtype"] if stage is Stage.EVAL_QUANTIZED else STAGES[stage].label, record["metrics"])
+        for stage, record in state.scored()
+    ]
     base = scores[0][1]
     quality = []
     for metric in ("mrr@10", "ndcg@10", "hit@1"):
@@ -111,17 +120,18 @@ def summary_lines(document: dict[str, Any], directory: Path, served: dict[str, A
         quality.append(f"{metric:<8} " + " -> ".join(cells) + f"  {gain}")
     best = selection.get("best_epoch")
     stopped = f", stopped by {selection['stopped_by']}" if selection.get("stopped_early") else ""
-    finetuned, quantized = directory / "finetuned", directory / "quantized"
+    finetuned, quantized = stage_dir(directory, Stage.FINETUNE), stage_dir(directory, Stage.QUANTIZE)
     finetuned_mb, quantized_mb = directory_size(finetuned) / 1e6, directory_size(quantized) / 1e6
     lines = [
         "",
         "=" * 78,
         "embedops demo: bundled all-MiniLM-L6-v2 tuned on a photo-app help center",
         "=" * 78,
-        f"data      {data['prep']['rows']} pairs read, {removed} removed by prep; {data['train_pairs']} train / "
-        f"{data['validation_pairs']} validation / {data['eval_pairs']} held-out evaluation",
-        f"recipe    up to {recipe['epochs']} epochs, batch {recipe['batch_size']}, lr {training['lr']:g}"
-        f"{' (probed)' if recipe['lr'] is None else ''}, {recipe['mine_negatives']} mined negative(s) per pair",
+        f"data      {prep['rows'] if prep else data['pairs']} pairs read, {removed} removed by prep; "
+        f"{data['train_pairs']} train / {data['validation_pairs']} validation / {data['eval_pairs']} held-out "
+        "evaluation",
+        f"recipe    up to {recipe.epochs} epochs, batch {recipe.batch_size}, lr {training['lr']:g}"
+        f"{' (probed)' if recipe.lr is None else ''}, {recipe.mine_negatives} mined negative(s) per pair",
         f"training  best validation epoch {best} of {training['epochs_run']:g} run{stopped} ({training['seconds']} s)",
         f"quality   held-out questions searched among {data['heldout_documents']} help-center answers (x100):",
         *(f"          {line}" for line in quality),
@@ -133,9 +143,6 @@ def summary_lines(document: dict[str, Any], directory: Path, served: dict[str, A
         f"time      {seconds / 60:.1f} min (run again: finished stages are reused)",
     ]
     return lines
-
-
-_MODELS = (("base", "eval-base"), ("fine-tuned", "eval-finetuned"), ("int8", "eval-quantized"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -156,6 +163,6 @@ def run(args: argparse.Namespace) -> int:
         result = run_pipeline(PipelineConfig(data=sample, output=Path(args.output), quantize="int8"))
     print(f"\nstarting the server on {result.final_model} and sending one /embed request", flush=True)
     served = serve_one_request(result.final_model, args.port)
-    lines = summary_lines(result.document, result.directory, served, time.perf_counter() - started)
+    lines = summary_lines(result.state, result.directory, served, time.perf_counter() - started)
     print("\n".join(lines))
     return 0

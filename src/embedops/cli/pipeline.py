@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from embedops.evaluate import EvalResult, ModelResult
     from embedops.evaluate.report import format_table
     from embedops.pipeline import PipelineConfig, run_pipeline
-    from embedops.pipeline.report import MODELS
+    from embedops.pipeline.state import STAGES
 
     config = PipelineConfig(
         data=args.data,
@@ -104,13 +104,13 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
     )
     result = run_pipeline(config)
-    stages = result.document["stages"]
-    scored = [(label, stages[name]["result"]) for label, name in MODELS if name in stages]
+    stages = result.state.stages
+    scored = result.state.scored()
     first = scored[0][1]
-    models = [ModelResult(label, record["metrics"], record["seconds"]) for label, record in scored]
+    models = [ModelResult(STAGES[stage].label, record["metrics"], record["seconds"]) for stage, record in scored]
     print()
     print(format_table(EvalResult(first["dataset"], first["kind"], first["size"], list(first["metrics"]), models)))
-    reused = [name for name, record in stages.items() if record["status"] == "reused"]
+    reused = [name for name, record in stages.items() if record.status == "reused"]
     print(f"\nstages reused: {', '.join(reused) or 'none'}")
     print(f"report: {result.report}  (and {result.directory / 'report.md'}, {result.directory / 'pipeline.json'})")
     if args.serve:

@@ -11,6 +11,7 @@ from embedops.errors import ConfigError, DataError
 from embedops.evaluate.gate import Gate, parse_gate
 from embedops.models import DEFAULT_MODEL
 from embedops.pipeline.recipe import Recipe
+from embedops.pipeline.state import ConfigRecord
 
 QUANTIZE_CHOICES = ("int8", "int4", "none")
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
@@ -92,7 +93,7 @@ class PipelineConfig:
         self.parsed_gates = [parse_gate(text) for text in self.gates]  # a typo fails before training
         self.budget_seconds = parse_duration(self.time_budget) if self.time_budget is not None else None
 
-    def to_record(self) -> dict:
+    def to_record(self) -> ConfigRecord:
         return {
             "data": str(self.data.absolute()),
             "output": str(self.output.absolute()),

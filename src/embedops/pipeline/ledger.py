@@ -10,18 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from embedops import __version__
 from embedops.artifact import hash_files, read_manifest, sha256_file, utc_now, write_text_atomically
 from embedops.errors import ArtifactError
 from embedops.models import ModelRef
+from embedops.pipeline.state import ConfigRecord, PipelineState, Stage, StageRecord, read_stages
 
 LEDGER_NAME = "pipeline.json"
-LEDGER_FORMAT = 1
 
 
 def content_hash(value: Any) -> str:
@@ -55,76 +53,50 @@ def data_hash(path: Path) -> str:
     return sha256_file(path) if path.is_file() else content_hash(hash_files(path))
 
 
-@dataclass
-class StageRecord:
-    name: str
-    status: str  # "ran" or "reused"
-    input_hash: str
-    inputs: dict[str, Any]
-    output: str | None
-    output_hash: str | None
-    seconds: float
-    result: dict[str, Any] = field(default_factory=dict)
-    finished: str = field(default_factory=utc_now)
-
-
 class Ledger:
-    """The previous run's records (to reuse) and this run's document (written after every stage)."""
+    """The previous run's records (to reuse) and this run's state (written after every stage)."""
 
-    def __init__(self, directory: Path, config: dict[str, Any]) -> None:
+    def __init__(self, directory: Path, config: ConfigRecord) -> None:
         self.path = directory / LEDGER_NAME
         self.previous = self._read_previous()
-        self.document: dict[str, Any] = {
-            "format": LEDGER_FORMAT,
-            "embedops": __version__,
-            "status": "running",
-            "failure": None,
-            "started": utc_now(),
-            "config": config,
-            "stages": {},
-            "gates": [],
-        }
+        self.state = PipelineState(config)
 
-    def _read_previous(self) -> dict[str, dict[str, Any]]:
+    def _read_previous(self) -> dict[Stage, StageRecord]:
         """Stage records of the last run; an unreadable file only means nothing can be reused."""
         try:
-            document = json.loads(self.path.read_text(encoding="utf-8"))
+            return read_stages(json.loads(self.path.read_text(encoding="utf-8")))
         except (OSError, json.JSONDecodeError, UnicodeDecodeError):
             return {}
-        if not isinstance(document, dict) or document.get("format") != LEDGER_FORMAT:
-            return {}
-        stages = document.get("stages")
-        return stages if isinstance(stages, dict) else {}
 
     def save(self) -> None:
-        self.document["updated"] = utc_now()
-        write_text_atomically(self.path, json.dumps(self.document, indent=2) + "\n")
+        self.state.updated = utc_now()
+        write_text_atomically(self.path, json.dumps(self.state.to_json(), indent=2) + "\n")
 
     def run_stage(
         self,
-        name: str,
+        stage: Stage,
         inputs: dict[str, Any],
-        work: Callable[[], dict[str, Any]],
+        work: Callable[[], Mapping[str, Any]],
         *,
         output: Path | None = None,
         output_hash: Callable[[Path], str | None] = artifact_hash,
     ) -> StageRecord:
         """Reuse the stage when its inputs hash as before and its output is intact; otherwise run `work`."""
         key = content_hash(inputs)
-        previous = self.previous.get(name)
+        previous = self.previous.get(stage)
         current = output_hash(output) if output is not None else None
-        if previous and previous.get("input_hash") == key and previous.get("output_hash") == current:
-            where = str(output) if output else None
-            record = StageRecord(name, "reused", key, inputs, where, current, 0.0, previous["result"])
-            print(f"{name}: reused" + (f" {output}" if output else "") + f" (inputs {key[:12]})", flush=True)
+        where = str(output) if output else None
+        if previous and previous.input_hash == key and previous.output_hash == current:
+            record = StageRecord(stage, "reused", key, inputs, where, current, 0.0, previous.result)
+            print(f"{stage}: reused" + (f" {output}" if output else "") + f" (inputs {key[:12]})", flush=True)
         else:
-            print(f"{name}: running", flush=True)
+            print(f"{stage}: running", flush=True)
             started = time.perf_counter()
-            result = work()
+            result = dict(work())
             seconds = round(time.perf_counter() - started, 2)
             current = output_hash(output) if output is not None else None
-            record = StageRecord(name, "ran", key, inputs, str(output) if output else None, current, seconds, result)
-            print(f"{name}: done in {seconds:.1f} s", flush=True)
-        self.document["stages"][name] = asdict(record)
+            record = StageRecord(stage, "ran", key, inputs, where, current, seconds, result)
+            print(f"{stage}: done in {seconds:.1f} s", flush=True)
+        self.state.stages[stage] = record
         self.save()
         return record

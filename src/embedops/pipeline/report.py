@@ -1,5 +1,5 @@
-"""report.md and report.html from pipeline.json: what the run did, as blocks that pipeline.render draws
-as markdown and as self-contained HTML."""
+"""report.md and report.html from the pipeline's state: what the run did, as blocks that pipeline.render
+draws as markdown and as self-contained HTML."""
 
 from __future__ import annotations
 
@@ -10,47 +10,46 @@ from typing import Any
 from embedops.artifact import write_text_atomically
 from embedops.errors import EmbedopsError
 from embedops.models import resolve
+from embedops.pipeline.recipe import Recipe
 from embedops.pipeline.render import Block, Code, Heading, Image, Table, to_html, to_markdown
 from embedops.pipeline.stages import directory_size
-
-MODELS = (("base", "eval-base"), ("fine-tuned", "eval-finetuned"), ("quantized", "eval-quantized"))
+from embedops.pipeline.state import BUILDS, STAGES, ConfigRecord, DataRecord, PipelineState, Stage, stage_dir
 
 
 def _megabytes(path: Path) -> str:
     return f"{directory_size(path) / 1e6:.1f} MB" if path.is_dir() else "-"
 
 
-def _status(document: dict[str, Any]) -> str:
-    if document["status"] == "passed":
-        count = len(document["gates"])
+def _status(state: PipelineState) -> str:
+    if state.status == "passed":
+        count = len(state.gates)
         return f"**Passed**: every stage finished; {count} gate check(s) held." if count else "**Passed**."
-    return f"**Stopped**: {document['failure']}"
+    return f"**Stopped**: {state.failure}"
 
 
-def _data_blocks(document: dict[str, Any]) -> list[Block]:
-    data, config = document.get("data") or {}, document["config"]
-    prep = data.get("prep") or {}
-    removed = ", ".join(f"{count} {reason}" for reason, count in (prep.get("removed") or {}).items()) or "none"
+def _data_blocks(config: ConfigRecord, data: DataRecord) -> list[Block]:
+    prep = data.get("prep")
+    removed = ", ".join(f"{count} {reason}" for reason, count in (prep["removed"] if prep else {}).items()) or "none"
     rows = [
         ["training file", f"`{config['data']}`"],
-        ["sha256", f"`{str(data.get('sha256'))[:16]}…`"],
-        ["pairs", f"{prep.get('rows', data.get('pairs'))} read, {data.get('pairs')} kept after prep"],
+        ["sha256", f"`{data['sha256'][:16]}…`"],
+        ["pairs", f"{prep['rows'] if prep else data['pairs']} read, {data['pairs']} kept after prep"],
         ["removed by prep", removed],
-        ["hard negatives in the data", str(data.get("with_negative"))],
-        ["mean length (chars)", f"anchor {data.get('anchor_chars')}, positive {data.get('positive_chars')}"],
+        ["hard negatives in the data", str(data["with_negative"])],
+        ["mean length (chars)", f"anchor {data['anchor_chars']}, positive {data['positive_chars']}"],
     ]
-    split = f"{data.get('train_pairs')} training"
-    if data.get("validation_pairs"):
-        split += f" / {data.get('validation_pairs')} validation (picks the best epoch)"
+    split = f"{data['train_pairs']} training"
+    if data["validation_pairs"]:
+        split += f" / {data['validation_pairs']} validation (picks the best epoch)"
     if config["eval_data"]:
         rows += [["split", split + " pairs"], ["evaluation data", f"`{config['eval_data']}`"]]
     else:
         rows += [
-            ["split", f"{split} / {data.get('eval_pairs')} evaluation pairs"],
-            ["hold-out", f"{data.get('groups')} groups of shared texts, whole groups held out (no leakage)"],
+            ["split", f"{split} / {data['eval_pairs']} evaluation pairs"],
+            ["hold-out", f"{data['groups']} groups of shared texts, whole groups held out (no leakage)"],
             [
                 "held-out retrieval",
-                f"held-out questions ranked against {data.get('heldout_documents')} answers "
+                f"held-out questions ranked against {data['heldout_documents']} answers "
                 "(all held-out ones plus training ones as distractors)",
             ],
         ]
@@ -103,40 +102,40 @@ def _selection_blocks(directory: Path, selection: dict[str, Any]) -> list[Block]
         f"{selection.get('validation_seconds', 0):g} s in all.",
         Table(["epoch", metric, "learning rate", ""], rows),
     ]
-    plot = directory / "finetuned" / "validation.png"
+    plot = stage_dir(directory, Stage.FINETUNE) / "validation.png"
     if plot.is_file():
         blocks.append(Image(plot.relative_to(directory), "validation metric per epoch"))
     return blocks
 
 
-def _training_blocks(directory: Path, document: dict[str, Any]) -> list[Block]:
-    recipe = document["recipe"]
-    lr = f"{recipe['lr']:g}" if recipe.get("lr") is not None else "probed"
+def _training_blocks(directory: Path, state: PipelineState, recipe: Recipe) -> list[Block]:
+    lr = f"{recipe.lr:g}" if recipe.lr is not None else "probed"
     blocks: list[Block] = [
         Heading("Recipe"),
         Table(
             ["epochs (most)", "batch size", "learning rate", "schedule", "mined negatives", "patience"],
             [
                 [
-                    str(recipe["epochs"]),
-                    str(recipe["batch_size"]),
+                    str(recipe.epochs),
+                    str(recipe.batch_size),
                     lr,
-                    recipe.get("lr_schedule", "linear"),
-                    str(recipe["mine_negatives"]),
-                    str(recipe["patience"] or "off"),
+                    recipe.lr_schedule,
+                    str(recipe.mine_negatives),
+                    str(recipe.patience or "off"),
                 ]
             ],
         ),
-        "\n".join(f"- {line}" for line in recipe["why"]),
+        "\n".join(f"- {line}" for line in recipe.why),
     ]
-    training = document["stages"].get("finetune", {}).get("result")
+    training = state.training()
     if training:
         summary = (
             f"{training['steps']} steps, {training['epochs_run']:g} epoch(s), over {training['pairs']} training "
             f"examples at learning rate {training['lr']:g}, in {training['seconds']} s"
         )
-        if training.get("probe_seconds"):
-            summary += f" ({training['probe_seconds']:g} s of them probing learning rates)"
+        probe_seconds = training.get("probe_seconds")
+        if probe_seconds:
+            summary += f" ({probe_seconds:g} s of them probing learning rates)"
         blocks += [Heading("Training"), summary + "."]
         mined = training.get("mined")
         if mined:
@@ -144,21 +143,22 @@ def _training_blocks(directory: Path, document: dict[str, Any]) -> list[Block]:
                 f"Hard negatives: {mined['with_mined']} of {mined['pairs']} pairs got a mined one; "
                 f"{mined['with_random']} had none in the rank window and got a random passage, so every pair trains."
             )
-        if training.get("selection"):
-            blocks += _selection_blocks(directory, training["selection"])
-        loss = directory / "finetuned" / "loss.png"
+        selection = training.get("selection")
+        if selection:
+            blocks += _selection_blocks(directory, selection)
+        loss = stage_dir(directory, Stage.FINETUNE) / "loss.png"
         if loss.is_file():
             blocks.append(Image(loss.relative_to(directory), "training loss per step"))
     return blocks
 
 
-def _metric_blocks(document: dict[str, Any]) -> list[Block]:
-    stages = document["stages"]
-    scored = [(label, stages[stage]["result"]) for label, stage in MODELS if stage in stages]
+def _metric_blocks(state: PipelineState) -> list[Block]:
+    scored = state.scored()
     if not scored:
         return []
-    base = scored[0][1]["metrics"]
-    header = ["metric", *(label for label, _ in scored)]
+    first = scored[0][1]
+    base = first["metrics"]
+    header = ["metric", *(STAGES[stage].label for stage, _ in scored)]
     rows = []
     for metric, value in base.items():
         row = [metric, f"{value * 100:.2f}"]
@@ -166,56 +166,45 @@ def _metric_blocks(document: dict[str, Any]) -> list[Block]:
             score = result["metrics"][metric]
             row.append(f"{score * 100:.2f} ({(score - value) * 100:+.2f})")
         rows.append(row)
-    size = ", ".join(f"{count} {name}" for name, count in (scored[0][1].get("size") or {}).items())
+    size = ", ".join(f"{count} {name}" for name, count in first["size"].items())
     blocks: list[Block] = [
         Heading("Evaluation"),
-        f"`{scored[0][1]['dataset']}` ({scored[0][1]['kind']}: {size}). Scores x100; (delta) in points against "
-        "the base model.",
+        f"`{first['dataset']}` ({first['kind']}: {size}). Scores x100; (delta) in points against the base model.",
         Table(header, rows),
     ]
-    if document["gates"]:
+    if state.gates:
         blocks.append(
             Table(
                 ["gate", "model", "result"],
-                [
-                    [f"`{g['gate']}`", g["model"], ("passed - " if g["passed"] else "FAILED - ") + g["detail"]]
-                    for g in document["gates"]
-                ],
+                [[f"`{g.gate}`", g.model, ("passed - " if g.passed else "FAILED - ") + g.detail] for g in state.gates],
             )
         )
     return blocks
 
 
-def _forgetting_blocks(document: dict[str, Any]) -> list[Block]:
-    forgetting = document.get("forgetting")
+def _forgetting_blocks(state: PipelineState) -> list[Block]:
+    forgetting = state.forgetting
     if not forgetting:
         return []
-    limit = forgetting["max_forgetting"]
+    limit = forgetting.max_forgetting
     verdict = "no limit set (--max-forgetting)" if limit is None else f"limit {limit:g} points: "
     if limit is not None:
-        verdict += "held" if forgetting["passed"] else "BROKEN"
+        verdict += "held" if forgetting.passed else "BROKEN"
     return [
         Heading("General ability"),
-        f"What tuning cost outside the domain: Spearman (x100) on the {forgetting['data']}; {verdict}.",
+        f"What tuning cost outside the domain: Spearman (x100) on the {forgetting.data}; {verdict}.",
         Table(
             ["base", "fine-tuned", "change (points)"],
-            [
-                [
-                    f"{forgetting['base'] * 100:.2f}",
-                    f"{forgetting['finetuned'] * 100:.2f}",
-                    f"{forgetting['change_points']:+.2f}",
-                ]
-            ],
+            [[f"{forgetting.base * 100:.2f}", f"{forgetting.finetuned * 100:.2f}", f"{forgetting.change_points:+.2f}"]],
         ),
     ]
 
 
-def _quantization_blocks(document: dict[str, Any]) -> list[Block]:
-    stage = document["stages"].get("quantize")
-    if not stage:
+def _quantization_blocks(state: PipelineState) -> list[Block]:
+    result = state.quantization()
+    if not result:
         return []
-    result, limit = stage["result"], document["config"]["max_drift"]
-    drift = result["drift"]
+    limit, drift = state.config["max_drift"], result["drift"]
     verdict = f"within --max-drift {limit:g}" if limit is not None else "measured (no --max-drift limit)"
     return [
         Heading("Quantization"),
@@ -235,20 +224,20 @@ def _quantization_blocks(document: dict[str, Any]) -> list[Block]:
     ]
 
 
-def _artifact_blocks(directory: Path, document: dict[str, Any]) -> list[Block]:
-    stages = document["stages"]
+def _artifact_blocks(directory: Path, state: PipelineState) -> list[Block]:
+    base_model = state.config["base_model"]
     try:
-        base_path = resolve(document["config"]["base_model"]).path
+        base_path = resolve(base_model).path
     except EmbedopsError:
         base_path = None
-    rows = [["base", f"`{document['config']['base_model']}`", _megabytes(base_path) if base_path else "-", "-"]]
-    for name, stage in (("fine-tuned", "finetune"), ("quantized", "quantize")):
-        if stage in stages:
-            path = directory / ("finetuned" if stage == "finetune" else "quantized")
-            rows.append([name, f"`{path}`", _megabytes(path), stages[stage]["status"]])
+    rows = [["base", f"`{base_model}`", _megabytes(base_path) if base_path else "-", "-"]]
+    for stage in BUILDS:
+        if stage in state.stages:
+            path = stage_dir(directory, stage)
+            rows.append([STAGES[stage].label, f"`{path}`", _megabytes(path), state.stages[stage].status])
     stage_rows = [
-        [name, record["status"], f"{record['seconds']:.1f}", f"`{record['input_hash'][:12]}`"]
-        for name, record in stages.items()
+        [str(stage), record.status, f"{record.seconds:.1f}", f"`{record.input_hash[:12]}`"]
+        for stage, record in state.stages.items()
     ]
     return [
         Heading("Artifacts"),
@@ -257,35 +246,34 @@ def _artifact_blocks(directory: Path, document: dict[str, Any]) -> list[Block]:
     ]
 
 
-def _command_blocks(directory: Path, document: dict[str, Any]) -> list[Block]:
-    stages = document["stages"]
-    served = directory / ("quantized" if "quantize" in stages else "finetuned")
+def _command_blocks(directory: Path, state: PipelineState, reproduce: str) -> list[Block]:
+    served = state.final_model(directory)
     serve = shlex.join(["embedops", "serve", "--model", str(served), "--port", "8000", "--normalize"])
     return [
         Heading("Reproduce and serve"),
         "Re-running the same command reuses every stage whose inputs are unchanged.",
-        Code(document["commands"]["reproduce"]),
+        Code(reproduce),
         Code(serve),
     ]
 
 
-def build(directory: Path, document: dict[str, Any]) -> list[Block]:
-    return [
-        Heading(f"embedops pipeline: {directory.name}", 1),
-        _status(document),
-        *_data_blocks(document),
-        *_training_blocks(directory, document),
-        *_metric_blocks(document),
-        *_forgetting_blocks(document),
-        *_quantization_blocks(document),
-        *_artifact_blocks(directory, document),
-        *_command_blocks(directory, document),
-    ]
+def build(directory: Path, state: PipelineState) -> list[Block]:
+    """The report's blocks; a section appears once the stage it describes has finished."""
+    blocks: list[Block] = [Heading(f"embedops pipeline: {directory.name}", 1), _status(state)]
+    if state.data:
+        blocks += _data_blocks(state.config, state.data)
+    if state.recipe:
+        blocks += _training_blocks(directory, state, state.recipe)
+    blocks += [*_metric_blocks(state), *_forgetting_blocks(state), *_quantization_blocks(state)]
+    blocks += _artifact_blocks(directory, state)
+    if state.reproduce:
+        blocks += _command_blocks(directory, state, state.reproduce)
+    return blocks
 
 
-def write_reports(directory: Path, document: dict[str, Any]) -> Path:
+def write_reports(directory: Path, state: PipelineState) -> Path:
     """Write report.md and report.html into `directory`; returns the HTML path."""
-    blocks = build(directory, document)
+    blocks = build(directory, state)
     write_text_atomically(directory / "report.md", to_markdown(blocks))
     target = directory / "report.html"
     write_text_atomically(target, to_html(blocks, directory, f"embedops pipeline: {directory.name}"))

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from embedops.artifact import hash_files
 from embedops.errors import EmbedopsError, GateFailedError
@@ -36,8 +36,8 @@ from embedops.pipeline.stages import (
     prep_stage,
     quantize_stage,
 )
+from embedops.pipeline.state import STAGES, DataRecord, EvalRecord, Forgetting, PipelineState, Stage, stage_dir
 
-FINETUNED, QUANTIZED, DATA_DIR = "finetuned", "quantized", "data"
 # Quantizing (export, int8, a 500-text drift check) took 40-70 s for MiniLM-sized models on 2 cores.
 QUANTIZE_RESERVE_SECONDS = 90.0
 logger = logging.getLogger(__name__)
@@ -46,13 +46,17 @@ logger = logging.getLogger(__name__)
 @dataclass
 class PipelineResult:
     directory: Path
-    document: dict[str, Any]  # what pipeline.json holds
+    state: PipelineState
     report: Path
 
     @property
+    def document(self) -> dict[str, Any]:
+        """What pipeline.json holds."""
+        return self.state.to_json()
+
+    @property
     def final_model(self) -> Path:
-        """The model to ship: the quantized one when the run quantized, else the fine-tuned one."""
-        return self.directory / (QUANTIZED if "quantize" in self.document["stages"] else FINETUNED)
+        return self.state.final_model(self.directory)
 
 
 def _files_hash(directory: Path) -> str | None:
@@ -70,10 +74,12 @@ def _dev_split(config: PipelineConfig) -> bool:
     )
 
 
-def _data_stage(config: PipelineConfig, ledger: Ledger, base_hash: str) -> tuple[Path, Path, tuple[Path, str], dict]:
+def _data_stage(
+    config: PipelineConfig, ledger: Ledger, base_hash: str
+) -> tuple[Path, Path, tuple[Path, str], DataRecord]:
     """Clean the pairs, split off what training must not see; returns the training file, the evaluation
     data, the validation data (path, split) and the data summary."""
-    directory = config.output / DATA_DIR
+    directory = stage_dir(config.output, Stage.DATA)
     hold_out, dev_split = config.eval_data is None, _dev_split(config)
     fractions = {
         "eval_fraction": config.eval_fraction if hold_out else 0.0,
@@ -82,25 +88,27 @@ def _data_stage(config: PipelineConfig, ledger: Ledger, base_hash: str) -> tuple
     }
     inputs = {"data_sha256": data_hash(config.data), "base_model": base_hash, "seed": config.seed, **fractions}
 
-    def prepare() -> dict:
+    def prepare() -> dict[str, Any]:
         cleaned = prep_stage(config, directory)
         summary = split_pairs(directory / CLEAN_FILE, directory, seed=config.seed, **fractions).to_record()
         return summary | {"data": str(config.data.absolute()), "sha256": inputs["data_sha256"], "prep": cleaned}
 
-    record = ledger.run_stage("data", inputs, prepare, output=directory, output_hash=_files_hash)
+    record = ledger.run_stage(Stage.DATA, inputs, prepare, output=directory, output_hash=_files_hash)
     held_out = directory / HELDOUT_DIR
     eval_data = config.eval_data if config.eval_data is not None else held_out
     # A dev split implies --eval-data (a BEIR directory); the test repeats it for the type checker.
     validation = (config.eval_data if dev_split and config.eval_data is not None else held_out, VALIDATION_SPLIT)
-    return directory / TRAIN_FILE, eval_data, validation, record.result
+    return directory / TRAIN_FILE, eval_data, validation, cast(DataRecord, record.result)
 
 
-def _check_gates(ledger: Ledger, config: PipelineConfig, model: str, scores: dict, base: dict) -> None:
-    outcomes = [gate.check(model, scores, base) for gate in config.parsed_gates]
-    ledger.document["gates"].extend(asdict(outcome) for outcome in outcomes)
-    failed = [outcome for outcome in outcomes if not outcome.passed]
+def _check_gates(ledger: Ledger, config: PipelineConfig, stage: Stage, scores: EvalRecord, base: EvalRecord) -> None:
+    """Check every --gate on the model `stage` scored; a failed one stops the run."""
+    model = STAGES[stage].label
+    outcomes = [gate.check(model, scores["metrics"], base["metrics"]) for gate in config.parsed_gates]
+    ledger.state.gates.extend(outcomes)
     for outcome in outcomes:
         print(f"gate {outcome.gate}: {'passed' if outcome.passed else 'FAILED'} - {outcome.detail}")
+    failed = [outcome for outcome in outcomes if not outcome.passed]
     if failed:
         raise GateFailedError(
             "; ".join(f"gate {outcome.gate} failed for {outcome.detail}" for outcome in failed)
@@ -113,15 +121,9 @@ def _check_forgetting(ledger: Ledger, config: PipelineConfig, base: float, tuned
     change = round((tuned - base) * 100, 2)
     limit = config.max_forgetting
     passed = limit is None or -change <= limit
-    ledger.document["forgetting"] = {
-        "data": "bundled STS-B sample (375 general-domain pairs)",
-        "metric": "spearman",
-        "base": base,
-        "finetuned": tuned,
-        "change_points": change,
-        "max_forgetting": limit,
-        "passed": passed,
-    }
+    ledger.state.forgetting = Forgetting(
+        "bundled STS-B sample (375 general-domain pairs)", "spearman", base, tuned, change, limit, passed
+    )
     logger.info(
         "general ability (STS sample, Spearman x100): base %.2f, fine-tuned %.2f (%+.2f)",
         base * 100,
@@ -160,7 +162,8 @@ def _stages(config: PipelineConfig, ledger: Ledger, started: float) -> None:
         check_metrics_available(config.parsed_gates, metrics, task_kind)
     base_hash = model_hash(resolve(config.base_model))
     train_file, eval_data, validation, summary = _data_stage(config, ledger, base_hash)
-    ledger.document["data"] = summary
+    state = ledger.state
+    state.data = summary
     task_kind, metrics = eval_metrics(eval_data, config.eval_split)
     check_metrics_available(config.parsed_gates, metrics, task_kind)
     recipe = choose_recipe(
@@ -176,33 +179,31 @@ def _stages(config: PipelineConfig, ledger: Ledger, started: float) -> None:
     corpus = mining_corpus(config) if recipe.mine_negatives else None
     if corpus is not None:
         recipe.why.append(f"negatives are mined from {corpus}, the documents the evaluation searches")
-    ledger.document["recipe"] = recipe.to_record()
-    ledger.document["commands"] = {"reproduce": config.command(recipe)}
+    state.recipe, state.reproduce = recipe, config.command(recipe)
     for line in recipe.why:
         logger.info("recipe: %s", line)
 
     eval_hash = data_hash(eval_data)
 
-    def evaluate_model(stage: str, reference: str, identity: str) -> dict:
+    def evaluate_model(stage: Stage, reference: str, identity: str) -> EvalRecord:
         inputs = {"model": identity, "eval_data": eval_hash, "split": config.eval_split}
-        return ledger.run_stage(stage, inputs, lambda: eval_stage(config, reference, eval_data)).result["metrics"]
+        ledger.run_stage(stage, inputs, lambda: eval_stage(config, reference, eval_data))
+        return state.evaluation(stage)
 
     general = general_data()
     general_hash = data_hash(general)
 
-    def general_score(stage: str, reference: str, identity: str) -> float:
+    def general_score(stage: Stage, reference: str, identity: str) -> EvalRecord:
         inputs = {"model": identity, "data": general_hash}
-        record = ledger.run_stage(stage, inputs, lambda: eval_stage(config, reference, general))
-        return record.result["metrics"]["spearman"]
+        ledger.run_stage(stage, inputs, lambda: eval_stage(config, reference, general))
+        return state.evaluation(stage)
 
-    base_scores = evaluate_model("eval-base", config.base_model, base_hash)
-    base_general = general_score("general-base", config.base_model, base_hash)
-    stages = ledger.document["stages"]
-    eval_seconds = stages["eval-base"]["result"]["seconds"] + stages["general-base"]["result"]["seconds"]
-    deadline = _training_deadline(config, started, eval_seconds)
-    finetuned = config.output / FINETUNED
+    base_scores = evaluate_model(Stage.EVAL_BASE, config.base_model, base_hash)
+    base_general = general_score(Stage.GENERAL_BASE, config.base_model, base_hash)
+    deadline = _training_deadline(config, started, base_scores["seconds"] + base_general["seconds"])
+    finetuned = stage_dir(config.output, Stage.FINETUNE)
     ledger.run_stage(
-        "finetune",
+        Stage.FINETUNE,
         {
             "data_sha256": data_hash(train_file),
             "base_model": base_hash,
@@ -217,14 +218,15 @@ def _stages(config: PipelineConfig, ledger: Ledger, started: float) -> None:
         output=finetuned,
     )
     finetuned_hash = model_hash(resolve(finetuned))
-    tuned_scores = evaluate_model("eval-finetuned", str(finetuned), finetuned_hash)
-    _check_forgetting(ledger, config, base_general, general_score("general-finetuned", str(finetuned), finetuned_hash))
-    _check_gates(ledger, config, "fine-tuned", tuned_scores, base_scores)
+    tuned_scores = evaluate_model(Stage.EVAL_FINETUNED, str(finetuned), finetuned_hash)
+    tuned_general = general_score(Stage.GENERAL_FINETUNED, str(finetuned), finetuned_hash)
+    _check_forgetting(ledger, config, base_general["metrics"]["spearman"], tuned_general["metrics"]["spearman"])
+    _check_gates(ledger, config, Stage.EVAL_FINETUNED, tuned_scores, base_scores)
     if config.quantize == "none":
         return
-    quantized = config.output / QUANTIZED
+    quantized = stage_dir(config.output, Stage.QUANTIZE)
     ledger.run_stage(
-        "quantize",
+        Stage.QUANTIZE,
         {
             "source": finetuned_hash,
             "dtype": config.quantize,
@@ -234,23 +236,24 @@ def _stages(config: PipelineConfig, ledger: Ledger, started: float) -> None:
         lambda: quantize_stage(config, finetuned, train_file, quantized),
         output=quantized,
     )
-    quantized_scores = evaluate_model("eval-quantized", str(quantized), model_hash(resolve(quantized)))
-    _check_gates(ledger, config, "quantized", quantized_scores, base_scores)
+    quantized_scores = evaluate_model(Stage.EVAL_QUANTIZED, str(quantized), model_hash(resolve(quantized)))
+    _check_gates(ledger, config, Stage.EVAL_QUANTIZED, quantized_scores, base_scores)
 
 
 def run_pipeline(config: PipelineConfig) -> PipelineResult:
     """Run (or reuse) every stage under `config.output`; raises GateFailedError when a gate is broken."""
     config.output.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(config.output, config.to_record())
+    state = ledger.state
     try:
         _stages(config, ledger, time.time())
     except EmbedopsError as exc:
-        ledger.document.update(status="failed", failure=str(exc))
+        state.status, state.failure = "failed", str(exc)
         ledger.save()
-        if isinstance(exc, GateFailedError) and "recipe" in ledger.document:
-            write_reports(config.output.absolute(), ledger.document)
+        if isinstance(exc, GateFailedError) and state.recipe is not None:
+            write_reports(config.output.absolute(), state)
         raise
-    ledger.document["status"] = "passed"
-    report = write_reports(config.output.absolute(), ledger.document)
+    state.status = "passed"
+    report = write_reports(config.output.absolute(), state)
     ledger.save()
-    return PipelineResult(config.output, ledger.document, report)
+    return PipelineResult(config.output, state, report)

@@ -6,10 +6,10 @@ themselves, which publish by rename, so a stage that fails or is stopped leaves 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from embedops.pipeline.config import PipelineConfig
 from embedops.pipeline.recipe import Recipe
+from embedops.pipeline.state import EvalRecord, PrepRecord, QuantizeRecord, TrainingRecord
 
 EVAL_BATCH_SIZE = 32
 # Validation runs after every epoch and each probed rate, so its corpus is capped: every relevant passage
@@ -29,7 +29,7 @@ def general_data() -> Path:
     return Path(str(files("embedops.resources") / GENERAL_DATA))
 
 
-def prep_stage(config: PipelineConfig, directory: Path) -> dict[str, Any]:
+def prep_stage(config: PipelineConfig, directory: Path) -> PrepRecord:
     """Clean the pairs with `embedops prep` (normalise, drop empty/self/duplicate pairs) into `directory`.
 
     The split is the pipeline's own (pipeline.split) because it also carves the validation side.
@@ -71,7 +71,7 @@ def finetune_stage(
     validation: tuple[Path, str],
     output: Path,
     deadline: float | None = None,
-) -> dict[str, Any]:
+) -> TrainingRecord:
     """Fine-tune the base model on the training side, probing the step and keeping the best epoch on
     `validation` (data, split), stopping by `deadline` (time.time()); returns the training record."""
     from embedops.evaluate.datasets import RetrievalTask, cap_documents, load_task
@@ -118,24 +118,24 @@ def finetune_stage(
         selection,
     )
     training = result.manifest.training or {}
-    keep = (
-        "pairs",
-        "epochs",
-        "epochs_run",
-        "batch_size",
-        "lr",
-        "lr_schedule",
-        "steps",
-        "seconds",
-        "probe_seconds",
-        "pairs_per_second",
-        "selection",
-        "mined",
+    return TrainingRecord(  # selection and mined are absent when nothing validated or nothing was mined
+        pairs=training["pairs"],
+        epochs=training["epochs"],
+        epochs_run=training["epochs_run"],
+        batch_size=training["batch_size"],
+        lr=training["lr"],
+        lr_schedule=training["lr_schedule"],
+        steps=training["steps"],
+        seconds=training["seconds"],
+        probe_seconds=training.get("probe_seconds"),
+        pairs_per_second=training["pairs_per_second"],
+        selection=training.get("selection"),
+        mined=training.get("mined"),
+        mined_negatives=recipe.mine_negatives,
     )
-    return {key: training.get(key) for key in keep} | {"mined_negatives": recipe.mine_negatives}
 
 
-def eval_stage(config: PipelineConfig, model: str, eval_data: Path) -> dict[str, Any]:
+def eval_stage(config: PipelineConfig, model: str, eval_data: Path) -> EvalRecord:
     """Score one model on the evaluation data with embedops.evaluate; gates are the runner's business."""
     from embedops.evaluate import EvalConfig, evaluate
 
@@ -158,7 +158,7 @@ def eval_stage(config: PipelineConfig, model: str, eval_data: Path) -> dict[str,
     }
 
 
-def quantize_stage(config: PipelineConfig, source: Path, check_data: Path, output: Path) -> dict[str, Any]:
+def quantize_stage(config: PipelineConfig, source: Path, check_data: Path, output: Path) -> QuantizeRecord:
     """Quantize the fine-tuned model; the drift is measured on the training texts (the model's domain)."""
     from embedops.quantize import QuantizeConfig, quantize
 
