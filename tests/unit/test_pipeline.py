@@ -103,6 +103,7 @@ def test_full_run_writes_every_artifact_and_the_report(first_run: tuple[Path, Pa
     assert document["stages"]["quantize"]["result"]["drift"] == quantized.quantization["drift"]
 
     markdown = (output / "report.md").read_text()
+    assert "**Passed**: every stage finished; 2 gate check(s) held." in markdown
     for section in ("## Data", "## Recipe", "## Training", "## Evaluation", "## Quantization", "## Artifacts"):
         assert section in markdown
     assert "Validation ndcg@10 on `heldout (dev split)`" in markdown and "| 0 |" in markdown
@@ -122,10 +123,11 @@ def test_second_run_reuses_every_stage(
     started = time.perf_counter()
     code = main(pipeline_args(data, output, tiny_model_dir, "--gate", "ndcg@10>=-100", "--max-drift", "0.5"))
     seconds = time.perf_counter() - started
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr()
     assert code == 0
-    for stage in STAGES[1:]:
-        assert f"{stage}: reused" in printed
+    for stage in STAGES[1:]:  # as it happens on stderr, and in the summary on stdout
+        assert f"{stage}: reused" in printed.err and f"\n{stage}: reused\n" in printed.out
+    assert "gate ndcg@10>=-100: passed - fine-tuned: ndcg@10" in printed.out
     stages = ledger(output)["stages"]
     assert all(record["status"] == "reused" for name, record in stages.items() if name != "data")
     assert stages["finetune"]["output_hash"] == before["finetune"]["output_hash"]
@@ -141,9 +143,10 @@ def test_changed_data_reruns_finetune_and_what_follows(
     shutil.copytree(original, output)
     changed = pairs_file(tmp_path / "pairs.tsv", 32, wording="then reboot")
     code = main(pipeline_args(changed, output, tiny_model_dir, "--gate", "ndcg@10>=-100", "--max-drift", "0.5"))
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr()
     assert code == 0
-    assert "finetune: running" in printed and "quantize: running" in printed
+    assert "finetune: running" in printed.err and "quantize: running" in printed.err
+    assert "\nfinetune: ran in " in printed.out and "\nquantize: ran in " in printed.out
     stages, before = ledger(output)["stages"], ledger(original)["stages"]
     assert stages["finetune"]["status"] == "ran"
     assert stages["finetune"]["inputs"]["data_sha256"] != before["finetune"]["inputs"]["data_sha256"]

@@ -4,8 +4,12 @@ and a report; re-running with unchanged inputs reuses the finished stages."""
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from embedops.models import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from embedops.pipeline import PipelineResult
 
 ORDER = 40
 
@@ -75,11 +79,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def summary_lines(result: PipelineResult) -> list[str]:
+    """What the run ends with on stdout: the scores side by side, each stage and gate (the progress lines on
+    stderr say the same as they happen), the reports."""
     from embedops.evaluate import EvalResult, ModelResult
     from embedops.evaluate.report import format_table
-    from embedops.pipeline import PipelineConfig, run_pipeline
     from embedops.pipeline.state import STAGES
+
+    state, directory = result.state, result.directory
+    scored = state.scored()
+    first = scored[0][1]
+    models = [ModelResult(STAGES[stage].label, record["metrics"], record["seconds"]) for stage, record in scored]
+    lines = [
+        "",
+        format_table(EvalResult(first["dataset"], first["kind"], first["size"], list(first["metrics"]), models)),
+        "",
+    ]
+    for stage, record in state.stages.items():
+        lines.append(f"{stage}: reused" if record.status == "reused" else f"{stage}: ran in {record.seconds:.1f} s")
+    lines += [f"gate {outcome.gate}: passed - {outcome.detail}" for outcome in state.gates]
+    lines.append(f"report: {result.report}  (and {directory / 'report.md'}, {directory / 'pipeline.json'})")
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    from embedops.pipeline import PipelineConfig, run_pipeline
 
     config = PipelineConfig(
         data=args.data,
@@ -104,15 +128,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
     )
     result = run_pipeline(config)
-    stages = result.state.stages
-    scored = result.state.scored()
-    first = scored[0][1]
-    models = [ModelResult(STAGES[stage].label, record["metrics"], record["seconds"]) for stage, record in scored]
-    print()
-    print(format_table(EvalResult(first["dataset"], first["kind"], first["size"], list(first["metrics"]), models)))
-    reused = [name for name, record in stages.items() if record.status == "reused"]
-    print(f"\nstages reused: {', '.join(reused) or 'none'}")
-    print(f"report: {result.report}  (and {result.directory / 'report.md'}, {result.directory / 'pipeline.json'})")
+    print("\n".join(summary_lines(result)))
     if args.serve:
         from embedops.serve.server import serve
         from embedops.serve.settings import ServeSettings

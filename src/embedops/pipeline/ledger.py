@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -20,6 +21,7 @@ from embedops.models import ModelRef
 from embedops.pipeline.state import ConfigRecord, PipelineState, Stage, StageRecord, read_stages
 
 LEDGER_NAME = "pipeline.json"
+logger = logging.getLogger(__name__)
 
 
 def content_hash(value: Any) -> str:
@@ -88,15 +90,15 @@ class Ledger:
         where = str(output) if output else None
         if previous and previous.input_hash == key and previous.output_hash == current:
             record = StageRecord(stage, "reused", key, inputs, where, current, 0.0, previous.result)
-            print(f"{stage}: reused" + (f" {output}" if output else "") + f" (inputs {key[:12]})", flush=True)
+            logger.info("%s: reused%s (inputs %s)", stage, f" {output}" if output else "", key[:12])
         else:
-            print(f"{stage}: running", flush=True)
+            logger.info("%s: running", stage)
             started = time.perf_counter()
             result = dict(work())
             seconds = round(time.perf_counter() - started, 2)
             current = output_hash(output) if output is not None else None
             record = StageRecord(stage, "ran", key, inputs, where, current, seconds, result)
-            print(f"{stage}: done in {seconds:.1f} s", flush=True)
+            logger.info("%s: done in %.1f s", stage, seconds)
         self.state.stages[stage] = record
         self.save()
         return record

@@ -107,7 +107,7 @@ def _check_gates(ledger: Ledger, config: PipelineConfig, stage: Stage, scores: E
     outcomes = [gate.check(model, scores["metrics"], base["metrics"]) for gate in config.parsed_gates]
     ledger.state.gates.extend(outcomes)
     for outcome in outcomes:
-        print(f"gate {outcome.gate}: {'passed' if outcome.passed else 'FAILED'} - {outcome.detail}")
+        logger.info("gate %s: %s - %s", outcome.gate, "passed" if outcome.passed else "FAILED", outcome.detail)
     failed = [outcome for outcome in outcomes if not outcome.passed]
     if failed:
         raise GateFailedError(
