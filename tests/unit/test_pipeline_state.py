@@ -1,5 +1,6 @@
-"""The pipeline's typed state without running a model: the one stage table, and pipeline.json's format
-(written in its historical key order, older files read back for reuse)."""
+"""The pipeline's typed state without running a model: the one stage table, pipeline.json's format (written
+in its historical key order, older files read back for reuse), and what the report and both command-line
+summaries say when no gate was set or the evaluation set is small."""
 
 from __future__ import annotations
 
@@ -8,9 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from embedops.cli.demo import summary_lines as demo_summary
+from embedops.cli.pipeline import summary_lines as pipeline_summary
 from embedops.evaluate.gate import GateOutcome
 from embedops.pipeline.ledger import Ledger, content_hash
 from embedops.pipeline.recipe import choose_recipe
+from embedops.pipeline.render import to_markdown
+from embedops.pipeline.report import build, small_sample_warning
+from embedops.pipeline.runner import PipelineResult
 from embedops.pipeline.state import (
     BUILDS,
     EVALUATIONS,
@@ -183,3 +189,59 @@ def test_an_older_pipeline_json_is_reused(tmp_path: Path) -> None:
     assert record.status == "reused" and record.result == {"metrics": {"ndcg@10": 0.5}}
     assert ledger.run_stage(Stage.EVAL_FINETUNED, inputs, lambda: {"metrics": {}}).status == "ran"
     assert ledger.run_stage(Stage.EVAL_BASE, {**inputs, "split": "dev"}, lambda: {"metrics": {}}).status == "ran"
+
+
+def test_small_sample_warning_says_what_one_query_is_worth() -> None:
+    assert small_sample_warning({"queries": 24, "documents": 240}) == (
+        "the evaluation has only 24 queries, so one query is worth 4.17 points of hit@1 (and up to as much of "
+        "mrr@10 and ndcg@10): a difference of a few points may be one or two queries"
+    )
+    assert small_sample_warning({"queries": 99, "documents": 5}) is not None
+    assert small_sample_warning({"queries": 100, "documents": 5}) is None
+    assert small_sample_warning({"pairs": 10}) is None  # similarity data has no hit@1
+
+
+def report_text(tmp_path: Path, state: PipelineState) -> str:
+    return to_markdown(build(tmp_path, state))
+
+
+def test_report_says_when_no_gate_was_set(tmp_path: Path) -> None:
+    unchecked = report_text(tmp_path, finished_state())
+    assert "**No gates set**: every stage finished, but nothing was required of the models" in unchecked
+    assert "**Passed**" not in unchecked
+    gated = finished_state(gates=[GateOutcome("ndcg@10>=+1", "fine-tuned", 1.5, True, "fine-tuned: ...")])
+    assert "**Passed**: every stage finished; 1 gate check(s) held." in report_text(tmp_path, gated)
+    limited = report_text(tmp_path, finished_state(max_forgetting=1.0, max_drift=0.02))
+    assert "**Passed**: every stage finished within --max-forgetting 1 and --max-drift 0.02; no --gate" in limited
+    gated.status, gated.failure = "failed", "gate ndcg@10>=+5 failed for fine-tuned"
+    assert "**Stopped**: gate ndcg@10>=+5 failed" in report_text(tmp_path, gated)
+
+
+def test_report_warns_about_a_small_evaluation_set(tmp_path: Path) -> None:
+    assert "**Small evaluation set**: the evaluation has only 24 queries" in report_text(tmp_path, finished_state(24))
+    assert "Small evaluation set" not in report_text(tmp_path, finished_state(400))
+
+
+def test_pipeline_summary_lists_stages_gates_and_warnings(tmp_path: Path) -> None:
+    state = finished_state()
+    state.stages[Stage.FINETUNE].status = "reused"
+    lines = pipeline_summary(PipelineResult(tmp_path, state, tmp_path / "report.html"))
+    assert "finetune: reused" in lines and "data: ran in 1.0 s" in lines
+    assert any(line.startswith("warning: the evaluation has only 24 queries") for line in lines)
+    assert any(line.startswith("no gates set: nothing was required") for line in lines)
+
+    outcome = GateOutcome("ndcg@10>=+2", "fine-tuned", 2.5, True, "fine-tuned: ndcg@10 +2.50 points vs base")
+    gated = pipeline_summary(PipelineResult(tmp_path, finished_state(400, [outcome]), tmp_path / "report.html"))
+    assert "gate ndcg@10>=+2: passed - fine-tuned: ndcg@10 +2.50 points vs base" in gated
+    assert not any(line.startswith(("warning:", "no gates set")) for line in gated)
+
+
+def test_demo_summary_warns_about_a_small_evaluation_set(tmp_path: Path) -> None:
+    for name in ("finetuned", "quantized"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.bin").write_bytes(b"0" * 1000)
+    served = {"url": "http://127.0.0.1:1/embed", "dim": 32, "usage": {"tokens": 5}, "milliseconds": 3.0}
+    screen = "\n".join(demo_summary(finished_state(24), tmp_path, served, 60.0))
+    assert "hit@1    base 50.0 -> fine-tuned 50.0 -> int8 50.0" in screen
+    assert "\ncaution   the evaluation has only 24 queries, so one query is worth 4.17" in screen
+    assert "caution" not in "\n".join(demo_summary(finished_state(400), tmp_path, served, 60.0))

@@ -171,11 +171,16 @@ def test_a_spent_time_budget_stops_at_the_next_step(tiny_model_dir: Path) -> Non
     assert [point["epoch"] for point in selection.curve] == [0, 1] and selection.best_epoch == 1
 
 
-def test_pipeline_time_budget_publishes_the_best_weights_so_far(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_pipeline_time_budget_publishes_the_best_weights_so_far(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data, output = pairs_file(tmp_path / "pairs.tsv", 48), tmp_path / "run"
     args = ["pipeline", "--data", str(data), "--output", str(output), "--base-model", str(tiny_model_dir)]
     args += ["--device", "cpu", "--batch-size", "8", "--quantize", "none", "--time-budget", "1s"]
     assert main(args) == 0
+    printed = capsys.readouterr().out  # no gate, and 4 held-out questions: the summary says both
+    assert "\nno gates set: nothing was required of the models" in printed
+    assert "\nwarning: the evaluation has only 4 queries, so one query is worth 25.00 points of hit@1" in printed
     document = json.loads((output / "pipeline.json").read_text())
     selection = document["stages"]["finetune"]["result"]["selection"]
     assert selection["stopped_by"] == "budget" and selection["best_epoch"] == 0
@@ -183,7 +188,10 @@ def test_pipeline_time_budget_publishes_the_best_weights_so_far(tiny_model_dir: 
     texts = ["how do I fix login problem number 5"]
     published = load(output / "finetuned", device="cpu").encode(texts)
     np.testing.assert_allclose(published, load(tiny_model_dir, device="cpu").encode(texts), atol=1e-6)
-    assert "the time budget would have been exceeded" in (output / "report.md").read_text()
+    report = (output / "report.md").read_text()
+    assert "the time budget would have been exceeded" in report
+    assert "**No gates set**" in report and "**Passed**" not in report
+    assert "**Small evaluation set**: the evaluation has only 4 queries" in report
     assert document["config"]["time_budget"] == "1s" and "--time-budget 1s" in document["commands"]["reproduce"]
 
 

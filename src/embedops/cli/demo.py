@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.request
 from pathlib import Path
@@ -99,6 +100,7 @@ def _points(value: float) -> str:
 
 def summary_lines(state: PipelineState, directory: Path, served: dict[str, Any], seconds: float) -> list[str]:
     """The one screen the demo ends with, read from the pipeline's state and the /embed answer."""
+    from embedops.pipeline.report import small_sample_warning
     from embedops.pipeline.stages import directory_size
     from embedops.pipeline.state import STAGES, Stage, stage_dir
 
@@ -118,6 +120,8 @@ def summary_lines(state: PipelineState, directory: Path, served: dict[str, Any],
         cells = [f"{label} {_points(values[metric])}" for label, values in scores]
         gain = f"({(scores[1][1][metric] - base[metric]) * 100:+.1f} points fine-tuned)"
         quality.append(f"{metric:<8} " + " -> ".join(cells) + f"  {gain}")
+    warning = small_sample_warning(state.evaluation(Stage.EVAL_BASE)["size"])
+    caution = textwrap.wrap(warning, 68) if warning else []
     best = selection.get("best_epoch")
     stopped = f", stopped by {selection['stopped_by']}" if selection.get("stopped_early") else ""
     finetuned, quantized = stage_dir(directory, Stage.FINETUNE), stage_dir(directory, Stage.QUANTIZE)
@@ -135,6 +139,7 @@ def summary_lines(state: PipelineState, directory: Path, served: dict[str, Any],
         f"training  best validation epoch {best} of {training['epochs_run']:g} run{stopped} ({training['seconds']} s)",
         f"quality   held-out questions searched among {data['heldout_documents']} help-center answers (x100):",
         *(f"          {line}" for line in quality),
+        *(f"{'caution' if index == 0 else '':<10}{line}" for index, line in enumerate(caution)),
         f"size      fine-tuned {finetuned_mb:.1f} MB -> int8 {quantized_mb:.1f} MB ({quantized_mb / finetuned_mb:.0%})",
         f"served    POST {served['url']} -> dim {served['dim']}, {served['usage']['tokens']} tokens, "
         f"{served['milliseconds']:.0f} ms (int8 ONNX Runtime)",

@@ -80,10 +80,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def summary_lines(result: PipelineResult) -> list[str]:
-    """What the run ends with on stdout: the scores side by side, each stage and gate (the progress lines on
-    stderr say the same as they happen), the reports."""
+    """What the run ends with on stdout: the scores side by side, what one query is worth when the evaluation
+    is small, each stage and gate (the progress lines on stderr say the same as they happen), the reports."""
     from embedops.evaluate import EvalResult, ModelResult
     from embedops.evaluate.report import format_table
+    from embedops.pipeline.report import NOT_CHECKED, checked, small_sample_warning
     from embedops.pipeline.state import STAGES
 
     state, directory = result.state, result.directory
@@ -93,11 +94,16 @@ def summary_lines(result: PipelineResult) -> list[str]:
     lines = [
         "",
         format_table(EvalResult(first["dataset"], first["kind"], first["size"], list(first["metrics"]), models)),
-        "",
     ]
+    warning = small_sample_warning(first["size"])
+    if warning:
+        lines.append(f"warning: {warning}")
+    lines.append("")
     for stage, record in state.stages.items():
         lines.append(f"{stage}: reused" if record.status == "reused" else f"{stage}: ran in {record.seconds:.1f} s")
     lines += [f"gate {outcome.gate}: passed - {outcome.detail}" for outcome in state.gates]
+    if not checked(state):
+        lines.append(f"no gates set: {NOT_CHECKED}")
     lines.append(f"report: {result.report}  (and {directory / 'report.md'}, {directory / 'pipeline.json'})")
     return lines
 

@@ -1,9 +1,14 @@
-"""report.md and report.html from the pipeline's state: what the run did, as blocks that pipeline.render
-draws as markdown and as self-contained HTML."""
+"""report.md and report.html from the pipeline's state: what the run did and what its numbers are worth.
+
+The sections are blocks (pipeline.render draws them as markdown and as self-contained HTML). Two verdicts
+are said plainly because a reader acts on them: a run with no threshold set finished without being
+checked against anything, and on a small evaluation set one query moves a score by points.
+"""
 
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +20,50 @@ from embedops.pipeline.render import Block, Code, Heading, Image, Table, to_html
 from embedops.pipeline.stages import directory_size
 from embedops.pipeline.state import BUILDS, STAGES, ConfigRecord, DataRecord, PipelineState, Stage, stage_dir
 
+# Below this many queries one query moves hit@1 by more than a point.
+SMALL_EVALUATION = 100
+
+
+def small_sample_warning(size: Mapping[str, int]) -> str | None:
+    """A sentence on what one query is worth when the evaluation has fewer than SMALL_EVALUATION queries."""
+    queries = size.get("queries")
+    if queries is None or queries >= SMALL_EVALUATION:
+        return None
+    return (
+        f"the evaluation has only {queries} queries, so one query is worth {100 / queries:.2f} points of hit@1 "
+        "(and up to as much of mrr@10 and ndcg@10): a difference of a few points may be one or two queries"
+    )
+
+
+def limits(state: PipelineState) -> list[str]:
+    """The thresholds besides --gate that this run held its models to."""
+    config = state.config
+    held = [("--max-forgetting", config["max_forgetting"] if state.forgetting else None)]
+    held.append(("--max-drift", config["max_drift"] if Stage.QUANTIZE in state.stages else None))
+    return [f"{flag} {value:g}" for flag, value in held if value is not None]
+
+
+# What a finished run says instead of "passed" when it had no gate or limit to pass.
+NOT_CHECKED = "nothing was required of the models (no --gate, --max-forgetting or --max-drift was given)"
+
+
+def checked(state: PipelineState) -> bool:
+    """Whether the run held its models to any threshold."""
+    return bool(state.gates or limits(state))
+
 
 def _megabytes(path: Path) -> str:
     return f"{directory_size(path) / 1e6:.1f} MB" if path.is_dir() else "-"
 
 
 def _status(state: PipelineState) -> str:
-    if state.status == "passed":
-        count = len(state.gates)
-        return f"**Passed**: every stage finished; {count} gate check(s) held." if count else "**Passed**."
-    return f"**Stopped**: {state.failure}"
+    if state.status != "passed":
+        return f"**Stopped**: {state.failure}"
+    if state.gates:
+        return f"**Passed**: every stage finished; {len(state.gates)} gate check(s) held."
+    if checked(state):
+        return f"**Passed**: every stage finished within {' and '.join(limits(state))}; no --gate was set."
+    return f"**No gates set**: every stage finished, but {NOT_CHECKED}."
 
 
 def _data_blocks(config: ConfigRecord, data: DataRecord) -> list[Block]:
@@ -172,6 +211,9 @@ def _metric_blocks(state: PipelineState) -> list[Block]:
         f"`{first['dataset']}` ({first['kind']}: {size}). Scores x100; (delta) in points against the base model.",
         Table(header, rows),
     ]
+    warning = small_sample_warning(first["size"])
+    if warning:
+        blocks.append(f"**Small evaluation set**: {warning}.")
     if state.gates:
         blocks.append(
             Table(
