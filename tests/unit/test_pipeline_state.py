@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from embedops.cli import build_parser
 from embedops.cli.demo import summary_lines as demo_summary
 from embedops.cli.pipeline import summary_lines as pipeline_summary
 from embedops.evaluate.gate import GateOutcome
+from embedops.pipeline.config import PipelineConfig
 from embedops.pipeline.ledger import Ledger, content_hash
 from embedops.pipeline.recipe import choose_recipe
 from embedops.pipeline.render import to_markdown
@@ -245,3 +247,15 @@ def test_demo_summary_warns_about_a_small_evaluation_set(tmp_path: Path) -> None
     assert "hit@1    base 50.0 -> fine-tuned 50.0 -> int8 50.0" in screen
     assert "\ncaution   the evaluation has only 24 queries, so one query is worth 4.17" in screen
     assert "caution" not in "\n".join(demo_summary(finished_state(400), tmp_path, served, 60.0))
+
+
+def test_the_command_line_builds_the_config_and_keeps_its_defaults(tmp_path: Path) -> None:
+    data, output = tmp_path / "pairs.tsv", tmp_path / "run"
+    data.write_text("a question\tits answer\n")
+    argv = ["pipeline", "--data", str(data), "--output", str(output), "--gate", "ndcg@10>=+1", "--gate", "mrr@10>=0.5"]
+    config = PipelineConfig.from_flags(vars(build_parser().parse_args([*argv, "--patience", "0", "--seed", "7"])))
+    assert config == PipelineConfig(data, output, gates=["ndcg@10>=+1", "mrr@10>=0.5"], patience=0, seed=7)
+    assert (config.eval_split, config.eval_fraction, config.quantize, config.use_lora) == ("test", 0.1, "int8", False)
+    assert [gate.relative for gate in config.parsed_gates] == [True, False]
+    plain = PipelineConfig.from_flags(vars(build_parser().parse_args(argv[:5])))
+    assert plain == PipelineConfig(data, output) and plain.gates == []

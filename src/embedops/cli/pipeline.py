@@ -28,19 +28,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="BEIR_DIR|TRIPLES",
         help="evaluation data (default: hold out --eval-fraction of --data, no text on both sides)",
     )
-    data.add_argument("--eval-split", default="test", help="split of a BEIR directory (default: test)")
-    data.add_argument("--eval-fraction", type=float, default=0.1, help="share held out without --eval-data")
+    data.add_argument("--eval-split", help="split of a BEIR directory (default: test)")
+    data.add_argument("--eval-fraction", type=float, help="share held out without --eval-data")
     data.add_argument(
         "--validation-fraction",
         type=float,
-        default=0.1,
         help="share of the pairs that picks the best epoch (not used when --eval-data has a dev split)",
     )
     model = parser.add_argument_group("model")
-    model.add_argument("--base-model", default=DEFAULT_MODEL, help=f"model reference (default: {DEFAULT_MODEL})")
+    model.add_argument("--base-model", help=f"model reference (default: {DEFAULT_MODEL})")
     model.add_argument("--output", required=True, help="run directory: artifacts, pipeline.json, report")
     model.add_argument("--use-lora", action="store_true", help="train a LoRA adapter instead of all weights")
-    model.add_argument("--quantize", default="int8", choices=("int8", "int4", "none"), help="default: int8 (ONNX)")
+    model.add_argument("--quantize", choices=("int8", "int4", "none"), help="default: int8 (ONNX)")
     train = parser.add_argument_group(
         "training recipe (when not given: length and learning rate by validation, the rest from the data)"
     )
@@ -56,13 +55,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="DURATION",
         help="cap the whole run (45m, 2h, 1h30m): training stops in time and the best model so far is published",
     )
-    train.add_argument("--seed", type=int, default=42, help="split, data order and initialisation")
+    train.add_argument("--seed", type=int, help="split, data order and initialisation")
     train.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
     gates = parser.add_argument_group("quality gates")
     gates.add_argument(
         "--gate",
         action="append",
-        default=[],
+        dest="gates",
         metavar="EXPR",
         help="e.g. 'ndcg@10>=+0.5' (signed: points over the base model) or 'ndcg@10>=0.6' (absolute); repeatable",
     )
@@ -111,29 +110,7 @@ def summary_lines(result: PipelineResult) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from embedops.pipeline import PipelineConfig, run_pipeline
 
-    config = PipelineConfig(
-        data=args.data,
-        output=args.output,
-        base_model=args.base_model,
-        eval_data=args.eval_data,
-        eval_split=args.eval_split,
-        eval_fraction=args.eval_fraction,
-        use_lora=args.use_lora,
-        quantize=args.quantize,
-        gates=args.gate,
-        max_drift=args.max_drift,
-        max_forgetting=args.max_forgetting,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        mine_negatives=args.mine_negatives,
-        patience=args.patience,
-        time_budget=args.time_budget,
-        validation_fraction=args.validation_fraction,
-        seed=args.seed,
-        device=args.device,
-    )
-    result = run_pipeline(config)
+    result = run_pipeline(PipelineConfig.from_flags(vars(args)))
     print("\n".join(summary_lines(result)))
     if args.serve:
         from embedops.serve.server import serve
