@@ -28,7 +28,6 @@ from typing import Any
 
 from embedops import __version__
 from embedops.errors import ArtifactError, OutputExistsError
-from embedops.files import atomic_path as atomic_path  # re-exported: embed.shards imports it from here
 from embedops.files import is_temp_of, write_text_atomically
 
 MANIFEST_NAME = "embedops.json"

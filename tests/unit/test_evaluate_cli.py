@@ -99,7 +99,7 @@ def test_record_writes_the_eval_block_of_an_artifact(tiny_artifact: Path, triple
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--data", "missing.tsv"], "missing.tsv:0: no such file"),
+        (["--data", "missing.tsv"], "missing.tsv: no such file"),
         (["--model", "./no-such-model"], "does not exist"),
         (["--fail-below", "spearman=0.5"], "'spearman' is not available for a triples evaluation"),
         (["--fail-below", "mrr@10"], "expected METRIC=NUMBER"),

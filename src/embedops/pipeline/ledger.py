@@ -15,8 +15,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from embedops.artifact import hash_files, read_manifest, sha256_file, utc_now, write_text_atomically
+from embedops.artifact import hash_files, read_manifest, sha256_file, utc_now
 from embedops.errors import ArtifactError
+from embedops.files import write_text_atomically
 from embedops.models import ModelRef
 from embedops.pipeline.state import ConfigRecord, PipelineState, Stage, StageRecord, read_stages
 

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from embedops.artifact import write_text_atomically
 from embedops.errors import EmbedopsError
+from embedops.files import write_text_atomically
 from embedops.models import resolve
 from embedops.pipeline.recipe import Recipe
 from embedops.pipeline.render import Block, Code, Heading, Image, Table, to_html, to_markdown
