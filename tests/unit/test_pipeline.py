@@ -1,13 +1,13 @@
 """`embedops pipeline` on the tiny model: a full run, stage reuse, re-running what changed, gates that
 stop the run with valid artifacts left behind, the leak-free hold-out split, the recipe, and the HTML
-report rendered by a real browser where one is installed."""
+report as a real browser shows it where one is installed."""
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -68,19 +68,18 @@ def ledger(output: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def first_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, float]:
+def first_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """One full run (data, finetune, both evals, int8, eval) shared by the tests that read or copy it."""
     root = tmp_path_factory.mktemp("pipeline")
     data, output = pairs_file(root / "pairs.tsv", 32), root / "run"
-    started = time.perf_counter()
     code = main(pipeline_args(data, output, tiny_model_dir, "--gate", "ndcg@10>=-100", "--max-drift", "0.5"))
     assert code == 0
-    return data, output, time.perf_counter() - started
+    return data, output
 
 
 @pytest.mark.slow
-def test_full_run_writes_every_artifact_and_the_report(first_run: tuple[Path, Path, float]) -> None:
-    _, output, _ = first_run
+def test_full_run_writes_every_artifact_and_the_report(first_run: tuple[Path, Path]) -> None:
+    _, output = first_run
     document = ledger(output)
     assert document["status"] == "passed" and list(document["stages"]) == STAGES
     assert all(record["status"] == "ran" and len(record["input_hash"]) == 64 for record in document["stages"].values())
@@ -116,13 +115,11 @@ def test_full_run_writes_every_artifact_and_the_report(first_run: tuple[Path, Pa
 
 @pytest.mark.slow
 def test_second_run_reuses_every_stage(
-    first_run: tuple[Path, Path, float], tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+    first_run: tuple[Path, Path], tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data, output, first_seconds = first_run
+    data, output = first_run
     before = ledger(output)["stages"]
-    started = time.perf_counter()
     code = main(pipeline_args(data, output, tiny_model_dir, "--gate", "ndcg@10>=-100", "--max-drift", "0.5"))
-    seconds = time.perf_counter() - started
     printed = capsys.readouterr()
     assert code == 0
     for stage in STAGES[1:]:  # as it happens on stderr, and in the summary on stdout
@@ -131,14 +128,13 @@ def test_second_run_reuses_every_stage(
     stages = ledger(output)["stages"]
     assert all(record["status"] == "reused" for name, record in stages.items() if name != "data")
     assert stages["finetune"]["output_hash"] == before["finetune"]["output_hash"]
-    assert seconds < first_seconds / 4, (seconds, first_seconds)
 
 
 @pytest.mark.slow
 def test_changed_data_reruns_finetune_and_what_follows(
-    first_run: tuple[Path, Path, float], tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    first_run: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _, original, _ = first_run
+    _, original = first_run
     output = tmp_path / "run"
     shutil.copytree(original, output)
     changed = pairs_file(tmp_path / "pairs.tsv", 32, wording="then reboot")
@@ -235,10 +231,21 @@ def test_recipe_leaves_length_and_step_to_validation() -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
-def test_report_renders_in_headless_chromium(first_run: tuple[Path, Path, float], tmp_path: Path) -> None:
-    _, output, _ = first_run
-    screenshot = tmp_path / "report.png"
-    subprocess.run(
+def test_report_renders_in_headless_chromium(first_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """What the browser shows: every cell of the markdown report's tables is text on the rendered page,
+    and both plots decode as images (a broken data URI renders as a 0 x 0 image, caught here as well)."""
+    _, output = first_run
+    page = output / "report.html"
+    check = tmp_path / "check.html"  # the report in a frame, measured by a script once it has loaded
+    check.write_text(
+        f'<iframe id="r" src="{page.as_uri()}" width="1200" height="2000"></iframe><pre id="out"></pre><script>'
+        'document.getElementById("r").onload = () => {'
+        " const d = document.getElementById('r').contentDocument;"
+        " const sizes = [...d.images].map(i => i.naturalWidth + 'x' + i.naturalHeight);"
+        " document.getElementById('out').textContent = JSON.stringify({text: d.body.innerText, sizes}); };"
+        "</script>"
+    )
+    result = subprocess.run(
         [
             "chromium",
             "--headless",
@@ -248,14 +255,25 @@ def test_report_renders_in_headless_chromium(first_run: tuple[Path, Path, float]
             "--disable-component-update",
             "--disable-sync",
             "--no-first-run",
+            "--allow-file-access-from-files",
+            "--virtual-time-budget=10000",
             f"--user-data-dir={tmp_path / 'profile'}",
-            f"--screenshot={screenshot}",
-            "--window-size=1200,2000",
-            (output / "report.html").as_uri(),
+            "--dump-dom",
+            check.as_uri(),
         ],
         check=True,
         capture_output=True,
+        text=True,
         timeout=120,
     )
-    image = screenshot.read_bytes()
-    assert image.startswith(b"\x89PNG\r\n\x1a\n") and len(image) > 20_000
+    dumped = result.stdout.split('<pre id="out">', 1)[1].split("</pre>", 1)[0]
+    shown = json.loads(html.unescape(dumped))
+    text = " ".join(shown["text"].split())
+    cells = [
+        " ".join(cell.replace("**", "").replace("`", "").split())
+        for line in (output / "report.md").read_text().splitlines()
+        if line.startswith("|") and not set(line) <= set("|-: ")
+        for cell in line.strip("|").split("|")
+    ]
+    assert len(cells) > 20 and [cell for cell in cells if cell not in text] == []
+    assert len(shown["sizes"]) == 2 and all(size != "0x0" for size in shown["sizes"]), shown["sizes"]
