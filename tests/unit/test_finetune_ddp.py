@@ -64,15 +64,38 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _accelerate(*args: str, timeout: float = 110) -> subprocess.CompletedProcess[str]:
+    """`accelerate launch` as its users run it; `--multi_gpu` is its flag for several processes, and on a
+    machine without GPUs they run on CPU with gloo."""
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launcher += ["--num_machines", "1", "--main_process_port", str(_free_port()), "-m", "embedops", "finetune"]
+    command = [*launcher, "--device", "cpu", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=_env())
+
+
+# Hard negatives are where a gather can go wrong (an anchor paired with its own negative as positive), and
+# the cached loss gathers in its own code path: both must give the one-process losses step by step.
+VARIANTS = {
+    "pairs, --nproc": ([], False, "nproc"),
+    "hard negatives, accelerate launch": ([], True, "accelerate"),
+    "hard negatives, cached loss, --nproc": (["--loss", "cached-mnrl", "--mini-batch-size", "4"], True, "nproc"),
+}
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("variant", VARIANTS, ids=list(VARIANTS))
 def test_two_processes_publish_once_and_match_one_process_with_the_whole_batch(
-    tmp_path: Path, still_model: Path
+    tmp_path: Path, still_model: Path, variant: str
 ) -> None:
-    data = pairs_file(tmp_path / "pairs.tsv", 64)
-    common = ["--data", str(data), "--base-model", str(still_model), "--lr", "1e-3"]
+    flags, negatives, launcher = VARIANTS[variant]
+    data = pairs_file(tmp_path / "pairs.tsv", 64, negatives=negatives)
+    common = ["--data", str(data), "--base-model", str(still_model), "--lr", "1e-3", *flags]
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(["finetune", "--device", "cpu", *common, "--output", str(one), "--batch-size", "16"]) == 0
-    result = _embedops(*common, "--output", str(two), "--batch-size", "8", "--nproc", "2")
+    if launcher == "nproc":
+        result = _embedops(*common, "--output", str(two), "--batch-size", "8", "--nproc", "2")
+    else:
+        result = _accelerate(*common, "--output", str(two), "--batch-size", "8")
     assert result.returncode == 0, result.stderr[-3000:]
 
     assert result.stdout.count("saved finetuned model to") == 1, "rank 0 alone publishes and reports"
