@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from embedops.models import DEFAULT_MODEL
+from embedops.configs import help_with_defaults
 
 if TYPE_CHECKING:
     from embedops.pipeline import PipelineResult
@@ -20,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="one reproducible run: hold-out split, fine-tune, evaluate, quantize, gates and a report",
         description="Run data -> finetune -> eval -> quantize -> eval under --output and write report.md/.html. "
         "Stages whose inputs are unchanged since the last run are reused. Exit 1 when a gate fails.",
+        formatter_class=help_with_defaults("embedops.pipeline.config:PipelineConfig"),
     )
     data = parser.add_argument_group("data")
     data.add_argument("--data", required=True, help="training pairs/triplets: .tsv, .csv or .jsonl")
@@ -28,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="BEIR_DIR|TRIPLES",
         help="evaluation data (default: hold out --eval-fraction of --data, no text on both sides)",
     )
-    data.add_argument("--eval-split", help="split of a BEIR directory (default: test)")
+    data.add_argument("--eval-split", help="split of a BEIR directory")
     data.add_argument("--eval-fraction", type=float, help="share held out without --eval-data")
     data.add_argument(
         "--validation-fraction",
@@ -36,10 +37,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="share of the pairs that picks the best epoch (not used when --eval-data has a dev split)",
     )
     model = parser.add_argument_group("model")
-    model.add_argument("--base-model", help=f"model reference (default: {DEFAULT_MODEL})")
+    model.add_argument("--base-model", help="model reference")
     model.add_argument("--output", required=True, help="run directory: artifacts, pipeline.json, report")
     model.add_argument("--use-lora", action="store_true", help="train a LoRA adapter instead of all weights")
-    model.add_argument("--quantize", choices=("int8", "int4", "none"), help="default: int8 (ONNX)")
+    model.add_argument(
+        "--quantize",
+        choices=("int8", "int4", "none"),
+        help="int8 or int4: an ONNX model for CPUs; none: stop at the fine-tuned model",
+    )
     train = parser.add_argument_group(
         "training recipe (when not given: length and learning rate by validation, the rest from the data)"
     )
@@ -74,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     serving = parser.add_argument_group("serving")
     serving.add_argument("--serve", action="store_true", help="serve the final model when every gate passed")
-    serving.add_argument("--port", type=int, default=8000, help="port for --serve (default 8000)")
+    serving.add_argument("--port", type=int, default=8000, help="port for --serve")
     parser.set_defaults(run=run)
 
 

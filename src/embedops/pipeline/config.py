@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from embedops.configs import FromFlags
 from embedops.errors import ConfigError, DataError
 from embedops.evaluate.gate import Gate, parse_gate
 from embedops.models import DEFAULT_MODEL
@@ -32,9 +31,9 @@ def parse_duration(text: str) -> float:
 
 
 @dataclass
-class PipelineConfig:
+class PipelineConfig(FromFlags):
     """One pipeline run. Recipe values left as None (epochs, batch size, lr, mining, patience) are chosen
-    from the data (pipeline.recipe)."""
+    from the data (pipeline.recipe); `embedops pipeline` fills it with `from_flags`."""
 
     data: Path
     output: Path
@@ -94,13 +93,6 @@ class PipelineConfig:
                 raise ConfigError(message)
         self.parsed_gates = [parse_gate(text) for text in self.gates]  # a typo fails before training
         self.budget_seconds = parse_duration(self.time_budget) if self.time_budget is not None else None
-
-    @classmethod
-    def from_flags(cls, flags: Mapping[str, Any]) -> PipelineConfig:
-        """The run asked for by parsed command-line flags, each stored under its field's name; a flag left
-        unset (None) takes the field's default, so the command line holds no second copy of the defaults."""
-        given = {item.name: flags[item.name] for item in fields(cls) if item.init and flags.get(item.name) is not None}
-        return cls(**given)
 
     def to_record(self) -> ConfigRecord:
         return {

@@ -1,0 +1,135 @@
+"""Every command whose config is a dataclass builds it from its flags by field name (embedops.configs): argparse
+holds no copy of a default, a flag left out leaves the dataclass default, a flag given reaches its field, and
+--help shows the default the dataclass declares."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from embedops.cli import build_parser
+from embedops.configs import FromFlags
+
+
+@dataclass(frozen=True)
+class Command:
+    config: str  # module:Class
+    stage: str  # module:function the command hands its config to
+    argv: list[str]  # the required flags
+    required: dict[str, Any]  # the fields they fill
+    other: frozenset[str] = frozenset()  # flags that fill no field of the config
+
+
+COMMANDS = {
+    "pipeline": Command(
+        "embedops.pipeline.config:PipelineConfig",
+        "embedops.pipeline:run_pipeline",
+        ["--data", "d.tsv", "--output", "o"],
+        {"data": Path("d.tsv"), "output": Path("o")},
+        frozenset({"serve", "port"}),
+    ),
+}
+EVERY_COMMAND = frozenset({"help", "trust_remote_code"})
+
+
+def loaded(reference: str) -> Any:
+    module, name = reference.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def subparser(command: str) -> argparse.ArgumentParser:
+    return build_parser()._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
+
+
+def value_flags(command: str) -> list[argparse.Action]:
+    """The options of a command that fill its config."""
+    leave_out = EVERY_COMMAND | COMMANDS[command].other
+    return [item for item in subparser(command)._actions if item.option_strings and item.dest not in leave_out]
+
+
+class Handed(Exception):
+    """Raised by the stage function in place of running it, carrying the config it was handed."""
+
+
+@pytest.fixture
+def handed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """`handed(command, *flags)`: the config the command's run() hands its stage, which does not run."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EMBEDOPS_DB", raising=False)
+    (tmp_path / "d.tsv").write_text("a question\tits answer\n")  # the pipeline's config checks it exists
+
+    def stop(config: Any, *args: Any, **kwargs: Any) -> None:
+        raise Handed(config)
+
+    def run(command: str, *flags: str) -> Any:
+        module, name = COMMANDS[command].stage.split(":")
+        monkeypatch.setattr(importlib.import_module(module), name, stop)
+        args = build_parser().parse_args([command, *COMMANDS[command].argv, *flags])
+        with pytest.raises(Handed) as stopped:
+            args.run(args)
+        return stopped.value.args[0]
+
+    return run
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_each_flag_is_named_after_the_field_it_fills_and_holds_no_default(command: str) -> None:
+    config: type[FromFlags] = loaded(COMMANDS[command].config)
+    names = set(config.flag_defaults()) | set(COMMANDS[command].required)
+    assert not names & COMMANDS[command].other  # the list of flags outside the config stays honest
+    for action in value_flags(command):
+        assert action.dest in names, f"{action.option_strings} fills no field of {config.__name__}"
+        assert action.default is (False if action.nargs == 0 else None), f"{action.option_strings} has a default"
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_flags_left_out_leave_the_dataclass_defaults(command: str, handed: Any) -> None:
+    config = loaded(COMMANDS[command].config)
+    assert handed(command) == config(**COMMANDS[command].required)
+
+
+@pytest.mark.parametrize(
+    ("command", "flags", "field", "value"),
+    [
+        ("pipeline", ["--quantize", "none", "--seed", "7"], "seed", 7),
+        ("pipeline", ["--gate", "ndcg@10>=+1"], "gates", ["ndcg@10>=+1"]),
+    ],
+)
+def test_a_flag_given_reaches_its_field(command: str, flags: list[str], field: str, value: Any, handed: Any) -> None:
+    assert getattr(handed(command, *flags), field) == value
+
+
+def help_entries(command: str) -> dict[str, str]:
+    """Each option's help entry, on one line, by its longest flag."""
+    text = subparser(command).format_help()
+    entries = {}
+    for chunk in re.split(r"\n(?=  -)", text):
+        match = re.match(r"\s+(-[^\s,]+(?:, --\S+)?)", chunk)
+        if match:
+            entries[match.group(1).split(", ")[-1]] = " ".join(chunk.split())
+    return entries
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_help_shows_the_dataclass_default_once(command: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per entry: nothing wrapped inside a value
+    defaults = loaded(COMMANDS[command].config).flag_defaults()
+    entries = help_entries(command)
+    for action in value_flags(command):
+        entry = entries[max(action.option_strings, key=len)]
+        assert entry.count("(default") <= 1, entry  # no hand-written copy beside the generated one
+        assert "(default: None)" not in entry
+        default = defaults.get(action.dest)
+        if action.nargs != 0 and default not in (None, "", []):
+            assert f"(default: {default})" in entry
+
+
+def test_a_flag_outside_the_config_shows_its_own_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "1000")
+    assert help_entries("pipeline")["--port"].endswith("port for --serve (default: 8000)")
