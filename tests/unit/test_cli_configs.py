@@ -27,6 +27,13 @@ class Command:
 
 
 COMMANDS = {
+    "finetune": Command(
+        "embedops.train.config:FinetuneConfig",
+        "embedops.train.finetune:finetune",
+        ["--data", "d.tsv", "--output", "o"],
+        {"data": Path("d.tsv"), "output": Path("o")},
+        frozenset({"nproc"}),
+    ),
     "pipeline": Command(
         "embedops.pipeline.config:PipelineConfig",
         "embedops.pipeline:run_pipeline",
@@ -97,12 +104,23 @@ def test_flags_left_out_leave_the_dataclass_defaults(command: str, handed: Any) 
 @pytest.mark.parametrize(
     ("command", "flags", "field", "value"),
     [
+        ("finetune", ["--epochs", "3", "--batch-size", "8"], "batch_size", 8),
+        ("finetune", ["--mine-corpus", "c.jsonl"], "mine_corpus", Path("c.jsonl")),
         ("pipeline", ["--quantize", "none", "--seed", "7"], "seed", 7),
         ("pipeline", ["--gate", "ndcg@10>=+1"], "gates", ["ndcg@10>=+1"]),
     ],
 )
 def test_a_flag_given_reaches_its_field(command: str, flags: list[str], field: str, value: Any, handed: Any) -> None:
     assert getattr(handed(command, *flags), field) == value
+
+
+def test_the_lora_flags_fill_the_nested_settings_and_leave_the_rest(handed: Any) -> None:
+    from embedops.train.config import LoraSettings
+
+    assert handed("finetune", "--lora-dropout", "0.2").lora == LoraSettings(dropout=0.2)
+    assert handed("finetune", "--lora-r", "8", "--lora-alpha", "4").lora == LoraSettings(r=8, alpha=4)
+    defaults = loaded(COMMANDS["finetune"].config).flag_defaults()
+    assert (defaults["lora_r"], defaults["lora_alpha"], defaults["lora_dropout"]) == (16, 32, 0.1)
 
 
 def help_entries(command: str) -> dict[str, str]:
@@ -133,3 +151,4 @@ def test_help_shows_the_dataclass_default_once(command: str, monkeypatch: pytest
 def test_a_flag_outside_the_config_shows_its_own_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "1000")
     assert help_entries("pipeline")["--port"].endswith("port for --serve (default: 8000)")
+    assert help_entries("finetune")["--nproc"].endswith("(default: 1)")

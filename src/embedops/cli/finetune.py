@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+from embedops.configs import help_with_defaults
+
+if TYPE_CHECKING:
+    from embedops.train.config import FinetuneConfig
 
 ORDER = 10
 
@@ -12,14 +18,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "finetune",
         help="fine-tune an embedding model on a pairs/triplets file (full or LoRA)",
         description="Fine-tune with MultipleNegativesRankingLoss (hard negatives used when present).",
+        formatter_class=help_with_defaults("embedops.train.config:FinetuneConfig"),
     )
     add_finetune_arguments(parser)
     parser.set_defaults(run=run, parser=parser)
 
 
 def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags shared by `embedops finetune` and the seed script."""
-    from embedops.models import DEFAULT_MODEL
+    """The flags shared by `embedops finetune` and the seed script; their defaults are FinetuneConfig's."""
+    from embedops.train.config import DEFAULT_LR
 
     data = parser.add_argument_group("data")
     data.add_argument("--data", required=True, help="pairs/triplets file: .tsv, .csv or .jsonl")
@@ -27,14 +34,12 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument(
         "--eval-sample-size",
         type=int,
-        default=0,
         metavar="N",
         help="hold out N pairs and report MRR@10 / Hit@1 before and after training",
     )
     data.add_argument(
         "--mine-negatives",
         type=int,
-        default=0,
         metavar="N",
         help="first mine N hard negatives per pair with the base model (see `embedops mine`)",
     )
@@ -44,35 +49,35 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
         help="passages to mine from: BEIR corpus.jsonl or one per line (default: the positives of --data)",
     )
     model = parser.add_argument_group("model")
-    model.add_argument("--base-model", default=DEFAULT_MODEL, help=f"model reference (default: {DEFAULT_MODEL})")
+    model.add_argument("--base-model", help="model reference")
     model.add_argument("--output", required=True, help="artifact directory to create")
     model.add_argument("--force", action="store_true", help="replace an existing output artifact / discard checkpoints")
     model.add_argument("--max-seq-length", type=int, help="truncate inputs to this many tokens")
     train = parser.add_argument_group("training")
-    train.add_argument("--epochs", type=int, default=1)
-    train.add_argument("--batch-size", type=int, default=32, help="pairs per batch (= in-batch negatives + 1)")
-    train.add_argument("--lr", type=float, help="learning rate (default: 2e-5 full, 2e-4 LoRA)")
-    train.add_argument("--warmup-ratio", type=float, default=0.1)
-    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--epochs", type=int, help="passes over the data")
+    train.add_argument("--batch-size", type=int, help="pairs per batch (= in-batch negatives + 1)")
     train.add_argument(
-        "--loss",
-        choices=("mnrl", "cached-mnrl"),
-        default="mnrl",
-        help="cached-mnrl: large batches in small memory (GradCache)",
+        "--lr",
+        type=float,
+        help=f"learning rate (default: {DEFAULT_LR['full']:g} full, {DEFAULT_LR['lora']:g} LoRA)",
     )
-    train.add_argument("--mini-batch-size", type=int, default=32, help="chunk size for cached-mnrl")
+    train.add_argument("--warmup-ratio", type=float, help="share of the steps that warm the learning rate up")
+    train.add_argument("--seed", type=int, help="data order and initialisation")
+    train.add_argument(
+        "--loss", choices=("mnrl", "cached-mnrl"), help="cached-mnrl: large batches in small memory (GradCache)"
+    )
+    train.add_argument("--mini-batch-size", type=int, help="chunk size for cached-mnrl")
     train.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if available)")
     train.add_argument(
         "--precision",
         choices=("auto", "fp32", "fp16", "bf16"),
-        default="auto",
         help="mixed precision on CUDA (auto: bf16 where supported)",
     )
     lora = parser.add_argument_group("LoRA")
     lora.add_argument("--use-lora", action="store_true", help="train a LoRA adapter instead of all weights")
-    lora.add_argument("--lora-r", type=int, default=16)
-    lora.add_argument("--lora-alpha", type=int, default=32)
-    lora.add_argument("--lora-dropout", type=float, default=0.1)
+    lora.add_argument("--lora-r", type=int, help="rank of the adapter's update matrices")
+    lora.add_argument("--lora-alpha", type=int, help="scale of the update (alpha / r)")
+    lora.add_argument("--lora-dropout", type=float, help="dropout on the adapter's input")
     checkpoints = parser.add_argument_group("checkpoints")
     checkpoints.add_argument(
         "--save-every", type=int, metavar="STEPS", help="checkpoint every N steps (default: each epoch)"
@@ -92,43 +97,12 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     processes.add_argument(
         "--ddp-timeout",
         type=int,
-        default=1800,
         metavar="SECONDS",
         help="longest wait of one process for the others (rank 0 mining negatives included)",
     )
 
 
-def config_from_args(args: argparse.Namespace):
-    from embedops.train.config import FinetuneConfig, LoraSettings
-
-    return FinetuneConfig(
-        data=args.data,
-        output=args.output,
-        base_model=args.base_model,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        use_lora=args.use_lora,
-        lora=LoraSettings(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout),
-        max_seq_length=args.max_seq_length,
-        warmup_ratio=args.warmup_ratio,
-        seed=args.seed,
-        loss=args.loss,
-        mini_batch_size=args.mini_batch_size,
-        save_every=args.save_every,
-        resume=args.resume,
-        device=args.device,
-        precision=args.precision,
-        eval_sample_size=args.eval_sample_size,
-        skip_invalid=args.skip_invalid,
-        force=args.force,
-        mine_negatives=args.mine_negatives,
-        mine_corpus=args.mine_corpus,
-        ddp_timeout=args.ddp_timeout,
-    )
-
-
-def _launch(args: argparse.Namespace, config) -> int:
+def _launch(args: argparse.Namespace, config: FinetuneConfig) -> int:
     """`--nproc N`: the checks that need no model, then the same command in N processes under torchrun."""
     import os
 
@@ -147,7 +121,9 @@ def _launch(args: argparse.Namespace, config) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
+    from embedops.train.config import FinetuneConfig
+
+    config = FinetuneConfig.from_flags(vars(args))
     if args.nproc < 1:
         from embedops.errors import ConfigError
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from embedops.configs import FromFlags
 from embedops.errors import ConfigError
 from embedops.models import DEFAULT_MODEL
 
@@ -26,7 +27,9 @@ class LoraSettings:
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(FromFlags):
+    """One fine-tuning run; `embedops finetune` fills it with `from_flags` (--lora-r and the like set `lora`)."""
+
     data: Path
     output: Path
     base_model: str = DEFAULT_MODEL
