@@ -15,6 +15,7 @@ import pytest
 
 from embedops.cli import build_parser
 from embedops.configs import FromFlags
+from embedops.models import DEFAULT_MODEL
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,48 @@ COMMANDS = {
         ["--data", "d.tsv", "--output", "o"],
         {"data": Path("d.tsv"), "output": Path("o")},
         frozenset({"nproc"}),
+    ),
+    "quantize": Command(
+        "embedops.quantize.config:QuantizeConfig",
+        "embedops.quantize:quantize",
+        ["--model-path", "m", "--output", "o"],
+        {"model_path": "m", "output": "o"},
+        frozenset({"json"}),
+    ),
+    "prep": Command(
+        "embedops.data.prep:PrepConfig",
+        "embedops.data.prep:prep",
+        ["--data", "d.tsv", "--output", "o.tsv"],
+        {"data": Path("d.tsv"), "output": Path("o.tsv")},
+        frozenset({"json"}),
+    ),
+    "mine": Command(
+        "embedops.data.mine:MineConfig",
+        "embedops.data.mine:mine",
+        ["--data", "d.tsv", "--output", "o.jsonl"],
+        {"data": Path("d.tsv"), "output": Path("o.jsonl")},
+        frozenset({"json"}),
+    ),
+    "embed": Command(
+        "embedops.embed.job:EmbedConfig",
+        "embedops.embed.job:run_embed",
+        ["--input", "i.jsonl", "--output", "e"],
+        {"input": "i.jsonl", "output": "e"},
+        frozenset({"json"}),
+    ),
+    "index": Command(
+        "embedops.index.swap:IndexConfig",
+        "embedops.index.swap:swap",
+        ["--embeddings", "e", "--name", "n"],
+        {"embeddings": "e", "name": "n"},
+        frozenset({"rollback", "status", "json"}),
+    ),
+    "eval": Command(
+        "embedops.evaluate.runner:EvalConfig",
+        "embedops.evaluate:evaluate",
+        ["--model", "a", "--data", "d.tsv"],
+        {"models": ["a"], "data": Path("d.tsv")},
+        frozenset({"json", "report", "record"}),
     ),
     "pipeline": Command(
         "embedops.pipeline.config:PipelineConfig",
@@ -106,6 +149,18 @@ def test_flags_left_out_leave_the_dataclass_defaults(command: str, handed: Any) 
     [
         ("finetune", ["--epochs", "3", "--batch-size", "8"], "batch_size", 8),
         ("finetune", ["--mine-corpus", "c.jsonl"], "mine_corpus", Path("c.jsonl")),
+        ("quantize", ["--dtype", "int4", "--block-size", "64"], "block_size", 64),
+        ("prep", ["--near-dup-method", "embedding"], "near_dup_method", "embedding"),
+        ("prep", ["--model", ""], "model", DEFAULT_MODEL),  # as the config reads an empty model
+        ("mine", ["--fill", "drop", "--num-negatives", "3"], "num_negatives", 3),
+        ("embed", ["--title-field", ""], "title_field", ""),  # given empty: no title, unlike unset
+        ("embed", ["--model", ""], "model", DEFAULT_MODEL),  # an empty --model has meant the bundled one
+        ("embed", ["--num-gpus", "0.5"], "num_gpus", 0.5),
+        ("index", ["--ef-search", "80"], "ef_search", 80),
+        ("index", ["--db", "postgresql://db/x"], "db", "postgresql://db/x"),
+        ("eval", ["--model", "b", "--k", "1,3"], "models", ["a", "b"]),
+        ("eval", ["--k", "1,3"], "ks", [1, 3]),
+        ("eval", ["--fail-below", "ndcg@10=0.5", "--max-drop", "mrr@10=1"], "fail_below", ["ndcg@10=0.5"]),
         ("pipeline", ["--quantize", "none", "--seed", "7"], "seed", 7),
         ("pipeline", ["--gate", "ndcg@10>=+1"], "gates", ["ndcg@10>=+1"]),
     ],
@@ -121,6 +176,14 @@ def test_the_lora_flags_fill_the_nested_settings_and_leave_the_rest(handed: Any)
     assert handed("finetune", "--lora-r", "8", "--lora-alpha", "4").lora == LoraSettings(r=8, alpha=4)
     defaults = loaded(COMMANDS["finetune"].config).flag_defaults()
     assert (defaults["lora_r"], defaults["lora_alpha"], defaults["lora_dropout"]) == (16, 32, 0.1)
+
+
+def test_the_index_database_comes_from_the_environment_when_db_is_not_given(
+    handed: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EMBEDOPS_DB", "postgresql://env/x")
+    assert handed("index").db == "postgresql://env/x"
+    assert handed("index", "--db", "postgresql://flag/x").db == "postgresql://flag/x"
 
 
 def help_entries(command: str) -> dict[str, str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from embedops.configs import help_with_defaults
+
 ORDER = 55
 
 
@@ -20,9 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "(model and input hashes, options, count). The same command after an interruption continues where it "
             "stopped; a changed model, input or option is refused unless --force."
         ),
+        formatter_class=help_with_defaults("embedops.embed.job:EmbedConfig"),
     )
     add = parser.add_argument
-    add("--model", help="artifact directory, SentenceTransformer directory or hub id (default: bundled model)")
+    add("--model", help="artifact directory, SentenceTransformer directory or hub id")
     add(
         "--input",
         required=True,
@@ -35,25 +38,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--title-field", help="joined before the text when present (default: title; '' for none)")
     add("--dimensions", type=int, help="keep the first N dimensions (Matryoshka)")
     add("--normalize", action="store_true", help="store unit-length vectors")
-    add("--dtype", choices=STORAGE_DTYPES, default="float32", help="stored vector type (default float32)")
-    add("--batch-size", type=int, default=32, help="inputs per model call (default 32)")
+    add("--dtype", choices=STORAGE_DTYPES, help="stored vector type")
+    add("--batch-size", type=int, help="inputs per model call")
     add("--max-seq-length", type=int, help="cut passages to this many tokens (default: the model's window)")
     add("--prompt-name", help="one of the model's prompts, put before each passage")
-    add("--shard-size", type=int, default=10_000, help="passages per Parquet shard (default 10000)")
+    add("--shard-size", type=int, help="passages per Parquet shard")
     add("--device", help="cpu, cuda, cuda:1, ... (default: best available)")
-    add("--engine", choices=("local", "ray"), default="local", help="where to embed (default local; ray: Ray Data)")
+    add("--engine", choices=("local", "ray"), help="where to embed: local, or ray (Ray Data)")
     add("--ray-address", help="Ray cluster to join, e.g. 10.0.0.5:6379 (default: start a local one)")
     add(
         "--concurrency",
         type=int,
         help="Ray actors, each with one model copy (default: the cluster's CPUs / --cpus-per-actor)",
     )
-    add("--num-gpus", type=float, default=0.0, help="GPUs per Ray actor (default 0)")
+    add("--num-gpus", type=float, help="GPUs per Ray actor")
     add(
         "--cpus-per-actor",
         type=int,
-        default=1,
-        help="Ray CPUs per actor, and the threads its model uses (default 1: one actor per core)",
+        help="Ray CPUs per actor, and the threads its model uses (1: one actor per core)",
     )
     add("--force", action="store_true", help="start over, replacing an earlier output in --output")
     add("--json", action="store_true", help="print the summary as JSON")
@@ -62,33 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from embedops.embed.job import EmbedConfig, run_embed
-    from embedops.models import DEFAULT_MODEL
 
-    result = run_embed(
-        EmbedConfig(
-            input=args.input,
-            output=args.output,
-            model=args.model or DEFAULT_MODEL,
-            format=args.format,
-            id_field=args.id_field,
-            text_field=args.text_field,
-            title_field=args.title_field,
-            dimensions=args.dimensions,
-            normalize=args.normalize,
-            dtype=args.dtype,
-            batch_size=args.batch_size,
-            max_seq_length=args.max_seq_length,
-            prompt_name=args.prompt_name,
-            shard_size=args.shard_size,
-            device=args.device,
-            force=args.force,
-            engine=args.engine,
-            ray_address=args.ray_address,
-            concurrency=args.concurrency,
-            num_gpus=args.num_gpus,
-            cpus_per_actor=args.cpus_per_actor,
-        )
-    )
+    # `--model ''` means the bundled model, as an unset --model does.
+    result = run_embed(EmbedConfig.from_flags({**vars(args), "model": args.model or None}))
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0

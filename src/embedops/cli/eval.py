@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from embedops.configs import help_with_defaults
+
 ORDER = 30
 
 
@@ -21,11 +23,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "eval",
         help="score and compare models on retrieval or similarity data, with a regression gate",
         description="Score one dataset with each --model (the first is the baseline) and print a comparison.",
+        formatter_class=help_with_defaults("embedops.evaluate.runner:EvalConfig"),
     )
     parser.add_argument(
         "--model",
         action="append",
         required=True,
+        dest="models",
         metavar="MODEL",
         help="artifact directory, SentenceTransformer directory, hub id or http://host:port/embed; "
         "repeat (first: baseline)",
@@ -36,22 +40,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         help="pairs/triples file (.tsv/.csv/.jsonl), BEIR directory, or STS file (STS-B or SICK layout)",
     )
-    parser.add_argument("--split", default="test", help="BEIR qrels split or SICK set (default: test)")
+    parser.add_argument("--split", help="BEIR qrels split or SICK set")
     parser.add_argument(
         "--task",
         choices=("auto", "triples", "beir", "sts"),
-        default="auto",
-        help="how to read --data (default: detect from the layout)",
+        help="how to read --data (auto: detect from the layout)",
     )
-    parser.add_argument("--k", type=_ks, metavar="K[,K...]", help="Hit@k cut-offs (default 1,5,10; BEIR 1,10)")
-    parser.add_argument("--batch-size", type=int, default=32, help="texts per encoder batch (default 32)")
+    parser.add_argument(
+        "--k", type=_ks, dest="ks", metavar="K[,K...]", help="Hit@k cut-offs (default 1,5,10; BEIR 1,10)"
+    )
+    parser.add_argument("--batch-size", type=int, help="texts per encoder batch")
     parser.add_argument(
         "--max-queries",
         type=int,
         metavar="N",
         help="score a fixed-seed sample of N queries (STS: pairs) for a quick check; the corpus stays whole",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed for --max-queries sampling (default 0)")
+    parser.add_argument("--seed", type=int, help="seed for --max-queries sampling")
     parser.add_argument("--device", help="torch device, e.g. cpu or cuda (default: automatic)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
     parser.add_argument("--report", type=Path, metavar="FILE.md", help="write a markdown report and a PNG chart")
@@ -61,14 +66,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--fail-below",
         action="append",
-        default=[],
         metavar="METRIC=VALUE",
         help="exit 1 if a model under test scores below VALUE (0..1), e.g. ndcg@10=0.55; repeatable",
     )
     parser.add_argument(
         "--max-drop",
         action="append",
-        default=[],
         metavar="METRIC=POINTS",
         help="exit 1 if a model scores more than POINTS (x100) below the first model, e.g. ndcg@10=1.0",
     )
@@ -79,19 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from embedops.evaluate import EvalConfig, check_gates, evaluate, record
     from embedops.evaluate.report import check_report_path, format_table, write_json, write_report
 
-    config = EvalConfig(
-        models=args.model,
-        data=args.data,
-        split=args.split,
-        task=args.task,
-        ks=args.k,
-        batch_size=args.batch_size,
-        max_queries=args.max_queries,
-        seed=args.seed,
-        fail_below=args.fail_below,
-        max_drop=args.max_drop,
-        device=args.device,
-    )
+    config = EvalConfig.from_flags(vars(args))
     if args.report:
         check_report_path(args.report)
     result = evaluate(config)

@@ -7,6 +7,8 @@ import json
 import os
 from typing import Any
 
+from embedops.configs import help_with_defaults
+
 ORDER = 56
 DB_ENV = "EMBEDOPS_DB"
 
@@ -20,17 +22,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "recall@k against exact search, then point the view NAME at it in the same transaction. The version it "
             "replaces is kept for --rollback. Needs PostgreSQL with pgvector: pip install 'embedops[index]'."
         ),
+        formatter_class=help_with_defaults("embedops.index.swap:IndexConfig"),
     )
     add = parser.add_argument
     add("--embeddings", help="the --output directory of `embedops embed` (float32 or float16 vectors)")
     add("--name", help="the view readers query; its versions are tables NAME_v1, NAME_v2, ...")
     add("--db", help=f"PostgreSQL connection string (default: ${DB_ENV}, else libpq's PG* variables)")
     add("--queries", help="an `embed` output of real queries from the same model (default: sampled corpus rows)")
-    add("--min-recall", type=float, default=0.9, help="refuse the swap below this recall@k (default 0.9)")
-    add("--k", type=int, default=10, help="neighbours per query for the recall check (default 10)")
-    add("--sample", type=int, default=200, help="queries the check runs (default 200)")
-    add("--metric", choices=("cosine", "ip", "l2"), default="cosine", help="distance of the index (default cosine)")
-    add("--ef-search", type=int, default=40, help="hnsw.ef_search for the check (default 40, pgvector's)")
+    add("--min-recall", type=float, help="refuse the swap below this recall@k")
+    add("--k", type=int, help="neighbours per query for the recall check")
+    add("--sample", type=int, help="queries the check runs")
+    add("--metric", choices=("cosine", "ip", "l2"), help="distance of the index")
+    add("--ef-search", type=int, help="hnsw.ef_search for the check; the default is pgvector's")
     add("--rollback", action="store_true", help="make the previous version live again (twice: undo)")
     add("--status", action="store_true", help="list the versions of NAME (of every index without --name)")
     add("--force", action="store_true", help="load even when the live version holds this output already")
@@ -57,18 +60,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.embeddings:
         raise ConfigError("--embeddings is required (or pass --status or --rollback)")
-    config = swap.IndexConfig(
-        embeddings=args.embeddings,
-        name=args.name,
-        db=db,
-        queries=args.queries,
-        min_recall=args.min_recall,
-        k=args.k,
-        sample=args.sample,
-        metric=args.metric,
-        ef_search=args.ef_search,
-        force=args.force,
-    )
+    config = swap.IndexConfig.from_flags({**vars(args), "db": db})
     result = swap.swap(config)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from embedops.configs import help_with_defaults
+
 ORDER = 6
 
 
@@ -17,6 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "[range-min, range-max) that score at most (1 - relative-margin) x the positive (false-negative "
             "guard), and write one {anchor, positive, negative} JSONL line per negative."
         ),
+        formatter_class=help_with_defaults("embedops.data.mine:MineConfig"),
     )
     parser.add_argument("--data", required=True, help="pairs file: .tsv, .csv or .jsonl")
     parser.add_argument("--output", required=True, help="triplets file to write (.jsonl)")
@@ -24,24 +27,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--corpus", help="passages to mine from: BEIR corpus.jsonl or one passage per line (default: the positives)"
     )
     parser.add_argument("--model", help="model to retrieve with (default: the bundled base model)")
-    parser.add_argument("--num-negatives", type=int, default=1, metavar="1..10")
-    parser.add_argument("--range-min", type=int, default=10, help="skip this many top-ranked candidates")
-    parser.add_argument("--range-max", type=int, default=100, help="consider candidates up to this rank")
+    parser.add_argument("--num-negatives", type=int, metavar="1..10", help="negatives per pair")
+    parser.add_argument("--range-min", type=int, help="skip this many top-ranked candidates")
+    parser.add_argument("--range-max", type=int, help="consider candidates up to this rank")
     parser.add_argument(
         "--relative-margin",
         type=float,
-        default=0.05,
         help="skip candidates scoring above (1 - margin) x the positive's score",
     )
-    parser.add_argument("--sampling", choices=("top", "random"), default="top")
+    parser.add_argument(
+        "--sampling",
+        choices=("top", "random"),
+        help="top: the best-ranked allowed candidates; random: a sample of them",
+    )
     parser.add_argument(
         "--fill",
         choices=("random", "drop"),
-        default="random",
-        help="a pair whose rank window yields too few negatives gets random passages (default) or is dropped",
+        help="a pair whose rank window yields too few negatives: random fills it with random passages, "
+        "drop leaves it out",
     )
-    parser.add_argument("--batch-size", type=int, default=64, help="encoding batch size")
-    parser.add_argument("--seed", type=int, default=42, help="for --sampling random")
+    parser.add_argument("--batch-size", type=int, help="encoding batch size")
+    parser.add_argument("--seed", type=int, help="for --sampling random")
     parser.add_argument("--device", help="cpu, cuda … (default: sentence-transformers' choice)")
     parser.add_argument("--skip-invalid", action="store_true", help="skip bad lines instead of failing")
     parser.add_argument("--force", action="store_true", help="replace an existing output file")
@@ -52,25 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from embedops.data.mine import MineConfig, mine
 
-    result = mine(
-        MineConfig(
-            data=args.data,
-            output=args.output,
-            corpus=args.corpus,
-            model=args.model or "",
-            num_negatives=args.num_negatives,
-            range_min=args.range_min,
-            range_max=args.range_max,
-            relative_margin=args.relative_margin,
-            sampling=args.sampling,
-            fill=args.fill,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            device=args.device,
-            skip_invalid=args.skip_invalid,
-            force=args.force,
-        )
-    )
+    result = mine(MineConfig.from_flags(vars(args)))
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from embedops.configs import help_with_defaults
+
 ORDER = 5
 
 
@@ -17,27 +19,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "split train/eval keeping near-duplicate groups on one side. Writes OUT, OUT's eval split "
             "(NAME.eval.EXT), NAME.prep.json and NAME.lengths.png beside it, all or nothing."
         ),
+        formatter_class=help_with_defaults("embedops.data.prep:PrepConfig"),
     )
     parser.add_argument("--data", required=True, help="pairs/triplets file: .tsv, .csv or .jsonl")
     parser.add_argument("--output", required=True, help="cleaned training file (.tsv, .csv or .jsonl)")
-    parser.add_argument("--eval-fraction", type=float, default=0.1, help="share held out for eval (0: none)")
-    parser.add_argument("--min-chars", type=int, default=1, help="drop pairs with a side shorter than this")
+    parser.add_argument("--eval-fraction", type=float, help="share held out for eval (0: none)")
+    parser.add_argument("--min-chars", type=int, help="drop pairs with a side shorter than this")
     parser.add_argument("--max-chars", type=int, help="drop pairs with a side longer than this")
     parser.add_argument(
         "--near-dup-threshold",
         type=float,
-        default=0.9,
         help="similarity at which both sides make a near duplicate (Jaccard for minhash, cosine for embedding)",
     )
     parser.add_argument(
         "--near-dup-method",
         choices=("minhash", "embedding"),
-        default="minhash",
         help="minhash: character shingles (fast, streaming); embedding: cosine with --model (paraphrases too)",
     )
     parser.add_argument("--removed", help="write each dropped line with its reason to this JSONL file")
-    parser.add_argument("--model", help="tokenizer for token lengths and encoder for the embedding method")
-    parser.add_argument("--seed", type=int, default=42, help="which near-duplicate groups go to eval")
+    parser.add_argument(
+        "--model", help="tokenizer for token lengths and encoder for the embedding method (default: the bundled model)"
+    )
+    parser.add_argument("--seed", type=int, help="which near-duplicate groups go to eval")
     parser.add_argument("--force", action="store_true", help="replace existing output files")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(run=run)
@@ -46,21 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from embedops.data.prep import PrepConfig, prep
 
-    result = prep(
-        PrepConfig(
-            data=args.data,
-            output=args.output,
-            eval_fraction=args.eval_fraction,
-            min_chars=args.min_chars,
-            max_chars=args.max_chars,
-            near_dup_threshold=args.near_dup_threshold,
-            near_dup_method=args.near_dup_method,
-            removed=args.removed,
-            model=args.model or "",
-            seed=args.seed,
-            force=args.force,
-        )
-    )
+    result = prep(PrepConfig.from_flags(vars(args)))
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0

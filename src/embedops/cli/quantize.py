@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from embedops.configs import help_with_defaults
+
 ORDER = 30
 _DTYPES = ("int8", "int4", "fp16", "bf16")
 _BACKENDS = ("auto", "onnx", "torch", "bnb")
@@ -15,32 +17,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "quantize",
         help="quantize a model (int8/int4 ONNX for CPUs, fp16/bf16 or bitsandbytes for GPUs) with a drift check",
         description="Write a quantized artifact and compare its embeddings with the source's before publishing it.",
+        formatter_class=help_with_defaults("embedops.quantize.config:QuantizeConfig"),
     )
     parser.add_argument("--model-path", required=True, help="artifact dir, SentenceTransformer dir or hub id")
     parser.add_argument("--output", required=True, help="artifact directory to create")
-    parser.add_argument("--dtype", default="int8", choices=_DTYPES, help="target precision (default: int8)")
+    parser.add_argument("--dtype", choices=_DTYPES, help="target precision")
     parser.add_argument(
         "--backend",
-        default="auto",
         choices=_BACKENDS,
         help="auto: onnx for int8/int4 (CPU), torch for fp16/bf16; bnb: bitsandbytes on CUDA",
     )
     parser.add_argument(
         "--target-cpu",
-        default="auto",
         choices=("auto", "avx512_vnni", "avx512", "avx2", "arm64"),
-        help="int8 kernel configuration to build for (default: the CPU this runs on)",
+        help="int8 kernel configuration to build for (auto: the CPU this runs on)",
     )
     parser.add_argument(
         "--int8-scheme",
-        default="rowwise",
         choices=("rowwise", "dynamic"),
-        help="rowwise (default): activations scaled per token, so a text gets the same vector in any batch; "
+        help="rowwise: activations scaled per token, so a text gets the same vector in any batch; "
         "dynamic: activations scaled per batch (ONNX Runtime's quantize_dynamic)",
     )
-    parser.add_argument(
-        "--block-size", type=int, default=32, help="int4: embedding-table weights per 4-bit block (default 32)"
-    )
+    parser.add_argument("--block-size", type=int, help="int4: embedding-table weights per 4-bit block")
     parser.add_argument(
         "--calibration-data",
         metavar="FILE",
@@ -48,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     drift = parser.add_argument_group("drift check")
     drift.add_argument("--check-data", metavar="FILE", help="pairs file to compare on (default: built-in sentences)")
-    drift.add_argument("--check-samples", type=int, default=500, metavar="N", help="texts to compare at most")
+    drift.add_argument("--check-samples", type=int, metavar="N", help="texts to compare at most")
     drift.add_argument(
         "--max-drift",
         type=float,
@@ -67,21 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from embedops.artifact import summary
     from embedops.quantize import QuantizeConfig, quantize
 
-    config = QuantizeConfig(
-        model_path=args.model_path,
-        output=args.output,
-        dtype=args.dtype,
-        backend=args.backend,
-        target_cpu=args.target_cpu,
-        int8_scheme=args.int8_scheme,
-        calibration_data=args.calibration_data,
-        check_data=args.check_data,
-        check_samples=args.check_samples,
-        max_drift=args.max_drift,
-        block_size=args.block_size,
-        force=args.force,
-        verbose=args.verbose,
-    )
+    config = QuantizeConfig.from_flags(vars(args))
     result = quantize(config)
     if args.json:
         print(json.dumps({"path": str(result.path), **result.manifest.to_dict()}, indent=2))

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from embedops.configs import FromFlags
 from embedops.data.corpus import read_corpus
 from embedops.data.encoding import encode
 from embedops.data.neighbours import top_k_blocks
@@ -35,7 +36,9 @@ MAX_NEGATIVES = 10
 
 
 @dataclass
-class MineConfig:
+class MineConfig(FromFlags):
+    """What `mine` was asked to do; `embedops mine` fills it with `from_flags`."""
+
     data: Path
     output: Path
     corpus: Path | None = None

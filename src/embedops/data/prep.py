@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from embedops.configs import FromFlags
 from embedops.data.dedup import (
     EmbeddingSimilarity,
     MinHashSimilarity,
@@ -49,7 +50,9 @@ _BATCH = 2048
 
 
 @dataclass
-class PrepConfig:
+class PrepConfig(FromFlags):
+    """What `prep` was asked to do; `embedops prep` fills it with `from_flags`."""
+
     data: Path
     output: Path
     eval_fraction: float = 0.1

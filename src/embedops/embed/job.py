@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from embedops.artifact import sha256_file, utc_now
+from embedops.configs import FromFlags
 from embedops.embed.encoder import EncodeOptions, PassageEncoder
 from embedops.embed.manifest import (
     MANIFEST_NAME,
@@ -41,7 +42,9 @@ logger = logging.getLogger("embedops.embed")
 
 
 @dataclass(frozen=True)
-class EmbedConfig:
+class EmbedConfig(FromFlags):
+    """What `embed` was asked to do; `embedops embed` fills it with `from_flags`."""
+
     input: str
     output: str
     model: str = DEFAULT_MODEL

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from embedops.artifact import read_manifest, write_manifest
+from embedops.configs import FromFlags
 from embedops.errors import ConfigError
 from embedops.evaluate.datasets import RetrievalTask, Task, load_task
 from embedops.evaluate.encoders import Encoder, open_encoder
@@ -23,8 +24,8 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class EvalConfig:
-    """What `embedops eval` was asked to do; the CLI only fills this in."""
+class EvalConfig(FromFlags):
+    """What `embedops eval` was asked to do; the CLI fills it with `from_flags`."""
 
     models: list[str]
     data: Path

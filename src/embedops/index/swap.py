@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from embedops.configs import FromFlags
 from embedops.errors import ConfigError, GateFailedError
 from embedops.index.embeddings import Embeddings
 from embedops.index.exact import METRICS
@@ -39,7 +40,9 @@ DEFAULT_EF_SEARCH = 40  # pgvector's default hnsw.ef_search: what a reader gets 
 
 
 @dataclass(frozen=True)
-class IndexConfig:
+class IndexConfig(FromFlags):
+    """What `index` was asked to do; `embedops index` fills it with `from_flags`."""
+
     embeddings: str
     name: str
     db: str = ""

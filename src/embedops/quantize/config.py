@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from embedops.configs import FromFlags
 from embedops.errors import ConfigError
 
 DTYPES = ("int8", "int4", "fp16", "bf16")
@@ -31,8 +32,9 @@ _ALTERNATIVES = {
 
 
 @dataclass(frozen=True)
-class QuantizeConfig:
-    """One quantization run. `max_drift` is the allowed 1 - mean cosine; None measures without a gate."""
+class QuantizeConfig(FromFlags):
+    """One quantization run. `max_drift` is the allowed 1 - mean cosine; None measures without a gate.
+    `embedops quantize` fills it with `from_flags`."""
 
     model_path: str
     output: str
