@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from test_pipeline import STAGES as STAGE_KEYS  # pipeline.json's stage keys, in the order a run writes them
 
 from embedops.cli import build_parser
 from embedops.cli.demo import summary_lines as demo_summary
@@ -30,19 +31,6 @@ from embedops.pipeline.state import (
     StageRecord,
     stage_dir,
 )
-
-# pipeline.json's stage keys, in the order a full run writes them.
-STAGE_KEYS = [
-    "data",
-    "eval-base",
-    "general-base",
-    "finetune",
-    "eval-finetuned",
-    "general-finetuned",
-    "quantize",
-    "eval-quantized",
-]
-
 
 DRIFT = {"drift": 0.01, "mean_cosine": 0.99, "p5_cosine": 0.98, "min_cosine": 0.9, "top10_overlap": 0.9, "samples": 9}
 
