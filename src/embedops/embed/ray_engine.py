@@ -22,6 +22,8 @@ from embedops.embed.job import EmbedConfig, RunStats, Vectors, read_shard
 from embedops.errors import ArtifactError, EmbedopsError, MissingDependencyError
 
 logger = logging.getLogger("embedops.embed")
+# Longest wait for a pool's actors to start (each loads the model) before the job fails.
+ACTOR_START_SECONDS = 600
 
 
 def _ray() -> Any:
@@ -95,6 +97,10 @@ def embed_on_ray(
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
+    # Work starts once every actor of the pool is up, not as soon as the first is: actors load the model
+    # at different speeds, and on a loaded 2-node test cluster the first one took all 7 shards of a
+    # group before the second was ready. Bounded, so a cluster that cannot place them fails in one line.
+    context.wait_for_min_actors_s = ACTOR_START_SECONDS
     # Workers run elsewhere (another directory, another machine): every path they open is absolute.
     model = Path(config.model)
     shipped = replace(
