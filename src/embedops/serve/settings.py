@@ -31,7 +31,7 @@ class ServeSettings(BaseSettings):
     # Long inputs run fastest in small batches: 11,300 tokens/s at 2 x 256 against 7,300 at 32 x 256 on
     # all-MiniLM-L6-v2 int8 (2-core Xeon); 2048 keeps 32 short texts together and a batch near 200 ms.
     max_batch_tokens: int = Field(2048, ge=16)
-    # Requests admitted (queued or running); the next one waits 20 ms for a place, then gets 429.
+    # Requests admitted (queued or running); the next one gets 429 at once instead of waiting.
     max_queue: int = Field(512, ge=1)
     max_inputs: int = Field(256, ge=1)
     max_chars: int = Field(20000, ge=1)
