@@ -57,6 +57,15 @@ class GateFailedError(EmbedopsError):
     exit_code = 1
 
 
+class MainProcessError(EmbedopsError):
+    """Rank 0's error, raised on the other processes of a multi-process run so that every one stops with
+    it; rank 0 reports it and exits with its code, the others stop quietly."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class RequestError(EmbedopsError):
     """A served request that cannot be answered: bad input, a limit, a key, overload, a model failure.
 

@@ -82,7 +82,7 @@ COMMANDS = {
         "embedops.pipeline:run_pipeline",
         ["--data", "d.tsv", "--output", "o"],
         {"data": Path("d.tsv"), "output": Path("o")},
-        frozenset({"serve", "port"}),
+        frozenset({"serve", "port", "nproc"}),
     ),
 }
 EVERY_COMMAND = frozenset({"help", "trust_remote_code"})

@@ -241,6 +241,9 @@ def test_nproc_relaunches_the_same_command() -> None:
         "0.001",
         "--use-lora",
     ]
+    pipeline = ["pipeline", "--data", "d.tsv", "--output", "o", "--gate", "ndcg@10>=+1", "--gate", "hit@1>=0.5"]
+    args = build_parser().parse_args([*pipeline, "--nproc", "2", "--serve"])
+    assert argv_without(args.parser, args, {"nproc", "serve", "port"}) == pipeline[1:]
 
 
 def test_resume_with_another_number_of_processes_is_refused(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from embedops import __version__
-from embedops.errors import EmbedopsError
+from embedops.errors import EmbedopsError, MainProcessError
 
 
 def _command_modules() -> list:
@@ -189,6 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _remote_code_allowed(args.trust_remote_code):
             return int(args.run(args) or 0)
+    except MainProcessError:
+        # Rank 0's error: rank 0 reports it and exits with its code, which is the launcher's verdict. This
+        # process stopped as it was told to; were it to fail too, the launcher could stop rank 0 before it exits.
+        return 0
     except EmbedopsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
 
+from embedops.cli._processes import add_process_flags, launch_if_asked
 from embedops.configs import help_with_defaults
-
-if TYPE_CHECKING:
-    from embedops.train.config import FinetuneConfig
 
 ORDER = 10
 
@@ -85,51 +82,21 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     checkpoints.add_argument(
         "--resume", action="store_true", help="continue an interrupted run from its last checkpoint"
     )
-    processes = parser.add_argument_group("several processes (DDP)")
-    processes.add_argument(
-        "--nproc",
-        type=int,
-        default=1,
-        metavar="N",
-        help="train in N processes on this machine, in-batch negatives gathered across them "
-        "(under torchrun or accelerate launch, leave it out)",
-    )
-    processes.add_argument(
-        "--ddp-timeout",
-        type=int,
-        metavar="SECONDS",
-        help="longest wait of one process for the others (rank 0 mining negatives included)",
-    )
-
-
-def _launch(args: argparse.Namespace, config: FinetuneConfig) -> int:
-    """`--nproc N`: the checks that need no model, then the same command in N processes under torchrun."""
-    import os
-
-    from embedops.artifact import check_output_free
-    from embedops.errors import ConfigError
-    from embedops.train import distributed
-
-    if "WORLD_SIZE" in os.environ:
-        raise ConfigError("--nproc starts its own processes; under torchrun or accelerate launch leave it out")
-    if args.device not in (None, "cpu", "cuda"):
-        raise ConfigError(f"--device {args.device}: with --nproc each process takes cuda:LOCAL_RANK; use cuda or cpu")
-    if not config.resume:
-        check_output_free(config.output.absolute(), force=config.force)
-    distributed.launch(args.nproc, ["finetune", *distributed.argv_without(args.parser, args, {"nproc"})])
-    return 0
+    add_process_flags(parser, waits="rank 0 mining negatives included")
 
 
 def run(args: argparse.Namespace) -> int:
     from embedops.train.config import FinetuneConfig
 
     config = FinetuneConfig.from_flags(vars(args))
-    if args.nproc < 1:
-        from embedops.errors import ConfigError
-
-        raise ConfigError(f"--nproc must be at least 1, got {args.nproc}")
-    if args.nproc > 1:
-        return _launch(args, config)
+    code = launch_if_asked(
+        args,
+        how_to_continue="continue from the last checkpoint with --resume",
+        free_output=None if config.resume else config.output,
+        force=config.force,
+    )
+    if code is not None:
+        return code
     from embedops.train.distributed import current_world
     from embedops.train.finetune import finetune
 

@@ -4,8 +4,10 @@ and a report; re-running with unchanged inputs reuses the finished stages."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from embedops.cli._processes import add_process_flags, launch_if_asked
 from embedops.configs import help_with_defaults
 
 if TYPE_CHECKING:
@@ -77,10 +79,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="POINTS",
         help="refuse a fine-tuned model that loses more than POINTS of general-domain Spearman (x100, bundled STS set)",
     )
+    add_process_flags(parser, waits="while training; the others wait for rank 0's other stages without a limit")
     serving = parser.add_argument_group("serving")
     serving.add_argument("--serve", action="store_true", help="serve the final model when every gate passed")
     serving.add_argument("--port", type=int, default=8000, help="port for --serve")
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, parser=parser)
 
 
 def summary_lines(result: PipelineResult) -> list[str]:
@@ -112,14 +115,41 @@ def summary_lines(result: PipelineResult) -> list[str]:
     return lines
 
 
+def _serve(model: Path, port: int) -> None:
+    from embedops.serve.server import serve
+    from embedops.serve.settings import ServeSettings
+
+    serve(ServeSettings(model=str(model), port=port, normalize=True))
+
+
+def _final_model(output: Path) -> Path:
+    """The model a finished run in `output` ships, as its pipeline.json records it."""
+    import json
+
+    from embedops.pipeline.ledger import LEDGER_NAME
+    from embedops.pipeline.state import final_model, read_stages
+
+    return final_model(output, read_stages(json.loads((output / LEDGER_NAME).read_text(encoding="utf-8"))))
+
+
 def run(args: argparse.Namespace) -> int:
     from embedops.pipeline import PipelineConfig, run_pipeline
+    from embedops.train.distributed import current_world
 
-    result = run_pipeline(PipelineConfig.from_flags(vars(args)))
+    config = PipelineConfig.from_flags(vars(args))
+    code = launch_if_asked(
+        args,
+        how_to_continue="run the same command again: it continues from the last checkpoint",
+        leave_out=frozenset({"serve", "port"}),
+    )
+    if code is not None:  # --nproc: the processes ran the pipeline and rank 0 printed the summary
+        if code == 0 and args.serve:
+            _serve(_final_model(config.output), args.port)
+        return code
+    result = run_pipeline(config)
+    if not current_world().is_main:
+        return 0  # rank 0 reports (and serves)
     print("\n".join(summary_lines(result)))
     if args.serve:
-        from embedops.serve.server import serve
-        from embedops.serve.settings import ServeSettings
-
-        serve(ServeSettings(model=str(result.final_model), port=args.port, normalize=True))
+        _serve(result.final_model, args.port)
     return 0

@@ -55,6 +55,7 @@ class PipelineConfig(FromFlags):
     time_budget: str | None = None  # e.g. "45m": the whole run; the best model found within it is published
     seed: int = 42
     device: str | None = None
+    ddp_timeout: int = 1800  # seconds a training process may wait for the others in one collective
     parsed_gates: list[Gate] = field(init=False, repr=False)
     budget_seconds: float | None = field(init=False, repr=False)
 
@@ -87,6 +88,7 @@ class PipelineConfig(FromFlags):
                 f"--mine-negatives must be 0..10, got {self.mine_negatives}",
             ),
             (self.patience is None or self.patience >= 0, f"--patience must not be negative, got {self.patience}"),
+            (self.ddp_timeout >= 1, f"--ddp-timeout must be at least 1 second, got {self.ddp_timeout}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -175,6 +175,12 @@ def _training_blocks(directory: Path, state: PipelineState, recipe: Recipe) -> l
         probe_seconds = training.get("probe_seconds")
         if probe_seconds:
             summary += f" ({probe_seconds:g} s of them probing learning rates)"
+        processes = training.get("distributed")
+        if processes:
+            summary += (
+                f"; {processes['world_size']} processes on {processes['nodes']} node(s) ({processes['backend']}), "
+                f"each anchor ranked against the {processes['effective_batch_size']} candidates of all of them"
+            )
         blocks += [Heading("Training"), summary + "."]
         mined = training.get("mined")
         if mined:

@@ -37,6 +37,8 @@ from embedops.pipeline.stages import (
     quantize_stage,
 )
 from embedops.pipeline.state import STAGES, DataRecord, EvalRecord, Forgetting, PipelineState, Stage, stage_dir
+from embedops.train.distributed import Crew, current_world, process_group
+from embedops.train.finetune import training_device
 
 # Quantizing (export, int8, a 500-text drift check) took 40-70 s for MiniLM-sized models on 2 cores.
 QUANTIZE_RESERVE_SECONDS = 90.0
@@ -156,7 +158,7 @@ def _training_deadline(config: PipelineConfig, started: float, eval_seconds: flo
     return deadline
 
 
-def _stages(config: PipelineConfig, ledger: Ledger, started: float) -> None:
+def _stages(config: PipelineConfig, ledger: Ledger, started: float, crew: Crew) -> None:
     if config.eval_data is not None:  # a gate on a metric the evaluation cannot produce fails before any work
         task_kind, metrics = eval_metrics(config.eval_data, config.eval_split)
         check_metrics_available(config.parsed_gates, metrics, task_kind)
@@ -213,8 +215,10 @@ def _stages(config: PipelineConfig, ledger: Ledger, started: float) -> None:
             "validation": {"data": data_hash(validation[0]), "split": validation[1]} if recipe.patience else None,
             "mine_corpus": data_hash(corpus) if corpus is not None else None,
             "time_budget": config.time_budget,
+            # Several processes multiply the batch the loss sees; one process keeps the key out (and old runs valid).
+            **({"processes": crew.world.size} if crew.world.size > 1 else {}),
         },
-        lambda: finetune_stage(config, train_file, recipe, validation, finetuned, deadline),
+        lambda: finetune_stage(config, train_file, recipe, validation, finetuned, deadline, crew),
         output=finetuned,
     )
     finetuned_hash = model_hash(resolve(finetuned))
@@ -241,12 +245,24 @@ def _stages(config: PipelineConfig, ledger: Ledger, started: float) -> None:
 
 
 def run_pipeline(config: PipelineConfig) -> PipelineResult:
-    """Run (or reuse) every stage under `config.output`; raises GateFailedError when a gate is broken."""
+    """Run (or reuse) every stage under `config.output`; raises GateFailedError when a gate is broken.
+
+    Under torchrun or `accelerate launch`, rank 0 runs the pipeline and the other processes join it for
+    training alone (train.distributed.Crew); every process returns rank 0's result."""
+    world = current_world()
+    if world.size == 1:
+        return _run(config, Crew(world))
+    with process_group(world, training_device(config.device), config.ddp_timeout):
+        crew = Crew(world)
+        return crew.run(lambda: _run(config, crew))
+
+
+def _run(config: PipelineConfig, crew: Crew) -> PipelineResult:
     config.output.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(config.output, config.to_record())
     state = ledger.state
     try:
-        _stages(config, ledger, time.time())
+        _stages(config, ledger, time.time(), crew)
     except EmbedopsError as exc:
         state.status, state.failure = "failed", str(exc)
         ledger.save()

@@ -10,6 +10,7 @@ from pathlib import Path
 from embedops.pipeline.config import PipelineConfig
 from embedops.pipeline.recipe import Recipe
 from embedops.pipeline.state import EvalRecord, PrepRecord, QuantizeRecord, TrainingRecord
+from embedops.train.distributed import Crew
 
 EVAL_BATCH_SIZE = 32
 # Validation runs after every epoch and each probed rate, so its corpus is capped: every relevant passage
@@ -71,9 +72,13 @@ def finetune_stage(
     validation: tuple[Path, str],
     output: Path,
     deadline: float | None = None,
+    crew: Crew | None = None,
 ) -> TrainingRecord:
     """Fine-tune the base model on the training side, probing the step and keeping the best epoch on
-    `validation` (data, split), stopping by `deadline` (time.time()); returns the training record."""
+    `validation` (data, split), stopping by `deadline` (time.time()); returns the training record.
+    With a `crew` of several processes, every one of them trains (train.distributed)."""
+    from functools import partial
+
     from embedops.evaluate.datasets import RetrievalTask, cap_documents, load_task
     from embedops.evaluate.scoring import default_metrics
     from embedops.pipeline.recipe import LR_DECAY
@@ -97,7 +102,8 @@ def finetune_stage(
             decay=LR_DECAY if recipe.lr_schedule == "plateau" else None,
             deadline=deadline,
         )
-    result = finetune(
+    job = partial(
+        finetune,
         FinetuneConfig(
             data=train_file,
             output=output,
@@ -114,9 +120,11 @@ def finetune_stage(
             device=config.device,
             force=True,
             resume_if_possible=True,  # a stopped pipeline continues its probe and epochs where they ended
+            ddp_timeout=config.ddp_timeout,
         ),
         selection,
     )
+    result = crew.everywhere(job) if crew is not None else job()
     training = result.manifest.training or {}
     return TrainingRecord(  # selection and mined are absent when nothing validated or nothing was mined
         pairs=training["pairs"],
@@ -132,6 +140,7 @@ def finetune_stage(
         selection=training.get("selection"),
         mined=training.get("mined"),
         mined_negatives=recipe.mine_negatives,
+        distributed=training.get("distributed"),
     )
 
 

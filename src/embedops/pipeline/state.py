@@ -8,6 +8,7 @@ newer keys); the TypedDicts below name their keys for the code that reads them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -129,6 +130,7 @@ class TrainingRecord(TypedDict):
     selection: NotRequired[dict[str, Any] | None]  # train.selection's record: the curve and the best epoch
     mined: NotRequired[dict[str, Any] | None]
     mined_negatives: int
+    distributed: NotRequired[dict[str, Any] | None]  # train.distributed's record of a multi-process run
 
 
 class QuantizeRecord(TypedDict):
@@ -216,8 +218,7 @@ class PipelineState:
         return [(stage, self.evaluation(stage)) for stage in EVALUATIONS if stage in self.stages]
 
     def final_model(self, run: Path) -> Path:
-        """The model to ship: the quantized one when the run quantized, else the fine-tuned one."""
-        return stage_dir(run, Stage.QUANTIZE if Stage.QUANTIZE in self.stages else Stage.FINETUNE)
+        return final_model(run, self.stages)
 
     def to_json(self) -> dict[str, Any]:
         """The document in the key order pipeline.json has always had."""
@@ -239,6 +240,11 @@ class PipelineState:
             "forgetting": asdict(self.forgetting) if self.forgetting else None,
         }
         return document | {key: value for key, value in optional.items() if value is not None}
+
+
+def final_model(run: Path, stages: Iterable[Stage]) -> Path:
+    """The model to ship: the quantized one when the run quantized, else the fine-tuned one."""
+    return stage_dir(run, Stage.QUANTIZE if Stage.QUANTIZE in stages else Stage.FINETUNE)
 
 
 def read_stages(document: Any) -> dict[Stage, StageRecord]:

@@ -14,15 +14,25 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from collections.abc import Callable
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from embedops.errors import ConfigError, EmbedopsError
+from embedops.errors import ConfigError, EmbedopsError, MainProcessError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+# Warnings the libraries raise on every process under DDP about their own calls, which users cannot act on.
+_LIBRARY_DEPRECATIONS = (
+    "`broadcast_buffers` is deprecated",
+    "torch.distributed.nn.functional.all_gather is deprecated",
+)
+# The exit codes of an error embedops reported in one line (a failed gate 1, bad input or config 2).
+REPORTED_EXIT_CODES = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -56,14 +66,6 @@ def current_world() -> World:
     )
 
 
-class MainProcessError(EmbedopsError):
-    """Rank 0's error, raised on the other ranks so that every process stops with it."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
 class ProcessFailedError(EmbedopsError):
     """A training process died or failed; the launcher stopped the others."""
 
@@ -72,11 +74,13 @@ class ProcessFailedError(EmbedopsError):
         self.exit_code = exit_code
 
 
-def start(world: World, device: str, timeout_s: int) -> str:
-    """Join the process group (gloo on CPU, nccl on CUDA) and return this process's device.
+@contextmanager
+def process_group(world: World, device: str, timeout_s: int) -> Iterator[str]:
+    """Join the process group (gloo on CPU, nccl on CUDA) for the block; yields this process's device.
 
     The group is created here, before the trainer, because rank 0's preparation is shared through it;
-    accelerate then uses the group as it finds it."""
+    accelerate then uses the group as it finds it. A group that already exists (the pipeline's, which
+    outlives one training run) is used and left for its owner to close."""
     import torch
     import torch.distributed as dist
 
@@ -85,27 +89,29 @@ def start(world: World, device: str, timeout_s: int) -> str:
     if device == "cuda":
         torch.cuda.set_device(world.local_rank)
         device = f"cuda:{world.local_rank}"
-    if not dist.is_initialized():
+    owner = not dist.is_initialized()
+    for deprecated in _LIBRARY_DEPRECATIONS:  # raised inside accelerate and sentence-transformers, once per process
+        warnings.filterwarnings("ignore", message=deprecated, category=FutureWarning)
+    if owner:
         backend = "nccl" if device.startswith("cuda") else "gloo"
         dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
-    if not world.is_main:
-        logging.getLogger("embedops").setLevel(logging.WARNING)  # one log, rank 0's
-    logger.info("process group: %d processes on %d node(s), backend %s", world.size, world.nodes, dist.get_backend())
-    return device
+        if not world.is_main:
+            logging.getLogger("embedops").setLevel(logging.WARNING)  # one log, rank 0's
+        logger.info(
+            "process group: %d processes on %d node(s), backend %s", world.size, world.nodes, dist.get_backend()
+        )
+    try:
+        yield device
+    finally:
+        if owner and dist.is_initialized():
+            dist.destroy_process_group()
 
 
-def stop() -> None:
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def _broadcast(value: Any) -> Any:
+def _broadcast(value: Any, group: Any = None) -> Any:
     import torch.distributed as dist
 
     box = [value]
-    dist.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=0, group=group)
     return box[0]
 
 
@@ -137,6 +143,63 @@ def _run_first(world: World, work: Callable[[], T], *, share: bool) -> T:
     if status == "error":
         raise MainProcessError(f"{value} (on rank 0)", code)
     return value if share else work()
+
+
+def deadline_passed(deadline: float | None, margin_s: float = 0.0) -> bool:
+    """Whether `deadline` (time.time()) is less than `margin_s` away, as rank 0's clock says: every process
+    must take the same decision to stop, or the ones that carry on wait in a collective for the others."""
+    if deadline is None:
+        return False
+    return on_main(current_world(), lambda: time.time() + margin_s >= deadline)
+
+
+class Crew:
+    """Rank 0 leads a run of several stages (the pipeline) and the other processes follow it: they wait
+    while it prepares, evaluates and quantizes alone, and join it for the work all processes share
+    (training), which it hands out with `everywhere`.
+
+    The followers wait on a group of their own, with no practical time limit: an evaluation of a large
+    corpus on rank 0 may take longer than any collective of the training should be allowed to. A process
+    that dies is still noticed at once, by the launcher."""
+
+    WAIT = timedelta(days=7)
+
+    def __init__(self, world: World) -> None:
+        self.world, self.group = world, None
+        if world.size > 1:
+            import torch.distributed as dist
+
+            self.group = dist.new_group(backend="gloo", timeout=self.WAIT)
+
+    def run(self, work: Callable[[], T]) -> T:
+        """Rank 0 runs `work`, which hands out jobs with `everywhere`; the other processes run those jobs as
+        they come. Every process returns rank 0's result, or raises its error."""
+        if self.world.size == 1:
+            return work()
+        if self.world.is_main:
+            try:
+                result = work()
+            except Exception as exc:
+                code = exc.exit_code if isinstance(exc, EmbedopsError) else 1
+                _broadcast(("error", str(exc), code), self.group)
+                raise
+            _broadcast(("done", result, 0), self.group)
+            return result
+        while True:
+            kind, value, code = _broadcast(None, self.group)
+            if kind == "job":
+                with suppress(MainProcessError):  # rank 0 failed inside the job; its error is the next message
+                    value()
+            elif kind == "error":
+                raise MainProcessError(f"{value} (on rank 0)", code)
+            else:
+                return cast(T, value)
+
+    def everywhere(self, job: Callable[[], T]) -> T:
+        """Rank 0: run `job` (picklable) in every process; returns rank 0's result."""
+        if self.world.size > 1:
+            _broadcast(("job", job, 0), self.group)
+        return job()
 
 
 def record(world: World, batch_size: int, device: str) -> dict[str, Any]:
@@ -176,26 +239,33 @@ def plain_cpu_device(arguments: Any) -> None:
             logger.warning("could not set the trainer's device to plain cpu: --resume may fail to load the optimizer")
 
 
-def launch(nproc: int, argv: list[str]) -> None:
+def launch(nproc: int, argv: list[str], how_to_continue: str) -> int:
     """Run `embedops ARGV` in `nproc` processes on this machine through torchrun's own launcher, which
-    picks a free rendezvous port and stops every process when one fails."""
+    picks a free rendezvous port and stops every process when one fails. Returns the exit code: rank 0's
+    when it stopped on an error it reported itself (a failed gate exits 1, bad input 2). When a process
+    died instead, the error names it and says `how_to_continue`."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
+    # torchrun logs a failed process at ERROR with its own formatting; the error is reported here instead.
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     launcher = get_args_parser().parse_args(
         ["--standalone", f"--nproc_per_node={nproc}", "--max_restarts=0", "--module", "embedops", *argv]
     )
     try:
         run(launcher)
     except ChildFailedError as exc:
+        main = exc.failures.get(0)
+        if main is not None and main.exitcode in REPORTED_EXIT_CODES:
+            return main.exitcode
         rank, failure = exc.get_first_failure()  # the cause; the others were stopped because of it
         code = failure.exitcode
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
         raise ProcessFailedError(
-            f"training process {rank} (pid {failure.pid}) {how}; the others were stopped "
-            "(continue from the last checkpoint with --resume)",
+            f"training process {rank} (pid {failure.pid}) {how}; the others were stopped ({how_to_continue})",
             code if 0 < code < 126 else 1,
         ) from None
+    return 0
 
 
 def argv_without(parser: argparse.ArgumentParser, args: argparse.Namespace, leave_out: set[str]) -> list[str]:
@@ -210,6 +280,9 @@ def argv_without(parser: argparse.ArgumentParser, args: argparse.Namespace, leav
         flag = max(action.option_strings, key=len)
         if isinstance(action, argparse._StoreTrueAction):
             argv.append(flag)
+        elif isinstance(action, argparse._AppendAction):  # --gate A --gate B
+            for item in value:
+                argv += [flag, str(item)]
         else:
             argv += [flag, str(value)]
     return argv

@@ -90,10 +90,11 @@ def _precision_flags(config: FinetuneConfig, use_cuda: bool) -> dict[str, bool]:
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
 
 
-def _device(config: FinetuneConfig) -> str:
+def training_device(requested: str | None) -> str:
+    """The device asked for, or CUDA where there is one; refused when CUDA is asked for and absent."""
     import torch
 
-    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = requested or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device}: no CUDA device is available; use --device cpu")
     return device
@@ -163,8 +164,12 @@ def _training_arguments(
         fp16=precision["fp16"],
     )
     # Several processes: one no-duplicates batch of world x batch cut into per-process parts, gloo on CPU.
-    arguments |= distributed.trainer_arguments(world or World(), use_cuda, config.ddp_timeout)
-    return SentenceTransformerTrainingArguments(**arguments)
+    world = world or World()
+    arguments |= distributed.trainer_arguments(world, use_cuda, config.ddp_timeout)
+    training_arguments = SentenceTransformerTrainingArguments(**arguments)
+    if world.size > 1:
+        distributed.plain_cpu_device(training_arguments)
+    return training_arguments
 
 
 def _probe(
@@ -176,6 +181,7 @@ def _probe(
     steps_per_epoch: int,
     selection: EpochSelection,
     candidates: list[float],
+    world: World,
 ) -> ProbeOutcome:
     """Run the learning-rate probe (train.probe) over `candidates`; the model ends at its base weights."""
     from embedops.train.probe import probe_learning_rates, probe_steps
@@ -186,11 +192,14 @@ def _probe(
     base_state = snapshot(model)
 
     def train_at(rate: float) -> float:
+        arguments = _training_arguments(
+            config, work / "probe", device, steps_per_epoch, rate, max_steps=steps, world=world
+        )
         trainer = Trainer(
             model=model,
-            args=_training_arguments(config, work / "probe", device, steps_per_epoch, rate, max_steps=steps),
+            args=arguments,
             train_dataset=dataset,
-            loss=_loss(config, model),
+            loss=_loss(config, model, gather=world.size > 1),  # the loss of the main run it stands in for
             progress=False,  # a probe reports its score, not its steps
         )
         started = time.perf_counter()
@@ -214,18 +223,15 @@ def finetune(config: FinetuneConfig, selection: EpochSelection | None = None) ->
 
     With `selection`, the model is scored on its validation data after every epoch, training stops when
     the score stops improving, and the best epoch's weights are published (see train.selection).
-    Under a launcher (torchrun, `accelerate launch`) every process trains a replica (train.distributed).
+    Under a launcher (torchrun, `accelerate launch`) every process trains a replica (train.distributed);
+    rank 0 alone validates, and every process follows its decisions (train.selection).
     """
-    world, device = current_world(), _device(config)  # before anything is written: a bad device loses nothing
+    # The device is checked before anything is written: a bad one loses nothing.
+    world, device = current_world(), training_device(config.device)
     if world.size == 1:
         return _finetune(config, selection, world, device)
-    if selection is not None:
-        raise ConfigError("selecting epochs on validation data (the pipeline) runs in one process, not under DDP")
-    device = distributed.start(world, device, config.ddp_timeout)
-    try:
-        return _finetune(config, None, world, device)
-    finally:
-        distributed.stop()
+    with distributed.process_group(world, device, config.ddp_timeout) as device:
+        return _finetune(config, selection, world, device)
 
 
 def _finetune(config: FinetuneConfig, selection: EpochSelection | None, world: World, device: str) -> FinetuneResult:
@@ -248,7 +254,7 @@ def _finetune(config: FinetuneConfig, selection: EpochSelection | None, world: W
     if config.lr_candidates:
         if selection is None:
             raise ConfigError("a learning-rate probe needs validation data to score the candidates")
-        probe = _probe(config, model, dataset, work, device, steps_per_epoch, selection, config.lr_candidates)
+        probe = _probe(config, model, dataset, work, device, steps_per_epoch, selection, config.lr_candidates, world)
         lr, selection.probe = probe.chosen, probe.to_record()
         validation = sum(selection.validation_seconds) / max(1, len(selection.validation_seconds))
         logger.info(estimate_line(probe, steps_per_epoch, validation, config.epochs))
@@ -263,8 +269,6 @@ def _finetune(config: FinetuneConfig, selection: EpochSelection | None, world: W
         base_score = probe.base_score if probe is not None else None
         keep_best = KeepBestEpoch(model, selection, state_dir=work, base_score=base_score)
     arguments = _training_arguments(config, work / "checkpoints", device, steps_per_epoch, lr, world=world)
-    if world.size > 1:
-        distributed.plain_cpu_device(arguments)
     trainer = Trainer(
         model=model,
         args=arguments,

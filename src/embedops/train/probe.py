@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from embedops.files import write_text_atomically
+from embedops.train.distributed import current_world, deadline_passed
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,8 @@ def probe_learning_rates(
 ) -> ProbeOutcome:
     """Score the base weights, then for each rate: `reset()` to them, `train_at(rate)` (returns its training
     seconds) and `score()`. Ends with the base weights restored. `work` keeps finished candidates for --resume;
-    past `deadline` (time.time()) no further rate is tried, and the best of those tried wins."""
+    past `deadline` (time.time()) no further rate is tried, and the best of those tried wins. Under several
+    processes every one runs this with the same scores (rank 0's, shared by `score`); rank 0 writes."""
     saved: dict[str, Any] = {}
     path = work / _RESULTS_FILE if work is not None else None
     if path is not None and path.is_file():
@@ -89,7 +90,7 @@ def probe_learning_rates(
     done = {float(item["lr"]): item for item in saved.get("candidates", [])}
     results: list[dict[str, float]] = []
     for rate in rates:
-        if results and deadline is not None and time.time() >= deadline:
+        if results and deadline_passed(deadline):
             logger.info("probe: time budget reached; %g and the rates after it are left untried", rate)
             break
         if rate in done:
@@ -101,7 +102,7 @@ def probe_learning_rates(
         value = score()
         results.append({"lr": rate, "score": value, "seconds": round(seconds, 1)})
         logger.info("probe lr %g: validation %.4f after %d steps (%.0f s)", rate, value, steps, seconds)
-        if path is not None:
+        if path is not None and current_world().is_main:
             write_text_atomically(path, json.dumps({"base_score": base_score, "candidates": results}))
     reset()
     trained = [item for item in results if item.get("seconds")]

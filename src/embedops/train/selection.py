@@ -36,6 +36,7 @@ from transformers import TrainerCallback
 from embedops.evaluate.datasets import Task
 from embedops.evaluate.scoring import score
 from embedops.files import atomic_path, write_text_atomically
+from embedops.train.distributed import current_world, deadline_passed, on_main
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -73,11 +74,16 @@ class EpochSelection:
         return self.stopped_by != STOPPED_BY_CEILING
 
     def score(self, model: SentenceTransformer) -> float:
-        """The validation metric of `model` as it is now; the time it took is kept for the estimates."""
-        started = time.perf_counter()
-        scores = score(self.task, ModelEncoder(model), metrics=[self.metric], batch_size=self.batch_size)
-        self.validation_seconds.append(time.perf_counter() - started)
-        return scores[self.metric]
+        """The validation metric of `model` as it is now; the time it took is kept for the estimates.
+        Under several processes rank 0 scores its replica (all hold the same weights) and shares the value."""
+
+        def measure() -> float:
+            started = time.perf_counter()
+            scores = score(self.task, ModelEncoder(model), metrics=[self.metric], batch_size=self.batch_size)
+            self.validation_seconds.append(time.perf_counter() - started)
+            return scores[self.metric]
+
+        return on_main(current_world(), measure)
 
     def to_record(self) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -125,6 +131,8 @@ class KeepBestEpoch(TrainerCallback):
 
     With `state_dir`, the curve and the best weights are written there after every epoch, so a run
     continued with --resume compares against (and can publish) epochs trained before the interruption.
+    Under several processes every one runs this callback on its replica: each decision rests on a score or
+    a clock reading that rank 0 shares, so all stop, roll back and decay together; rank 0 alone writes.
     """
 
     def __init__(
@@ -137,7 +145,8 @@ class KeepBestEpoch(TrainerCallback):
         self.model, self.selection, self.state_dir = model, selection, state_dir
         self._epoch_started = time.time()
         self._misses = 0
-        if state_dir is not None and (state_dir / _STATE_FILE).is_file():
+        self._writes = current_world().is_main
+        if state_dir is not None and on_main(current_world(), lambda: (state_dir / _STATE_FILE).is_file()):
             self._load_state(state_dir)
             return
         self.best_score = selection.score(model) if base_score is None else base_score
@@ -157,7 +166,7 @@ class KeepBestEpoch(TrainerCallback):
         logger.info("resumed: validation curve of %d epoch(s), best epoch %s", epochs, best)
 
     def _save_state(self, improved: bool) -> None:
-        if self.state_dir is None:
+        if self.state_dir is None or not self._writes:
             return
         if improved or not (self.state_dir / _BEST_WEIGHTS).is_file():
             from safetensors.torch import save_file
@@ -177,8 +186,7 @@ class KeepBestEpoch(TrainerCallback):
             self._save_state(improved=True)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        deadline = self.selection.deadline
-        if deadline is not None and time.time() >= deadline:
+        if deadline_passed(self.selection.deadline):
             logger.info("time budget spent during epoch %d: stopping", round(state.epoch or 0) + 1)
             self.selection.stopped_by = STOPPED_BY_BUDGET
             control.should_training_stop = True
@@ -210,8 +218,8 @@ class KeepBestEpoch(TrainerCallback):
         self._save_state(improved)
         now = time.time()
         epoch_seconds, self._epoch_started = now - self._epoch_started, now
-        deadline, last = selection.deadline, epoch >= args.num_train_epochs
-        if not (control.should_training_stop or last) and deadline is not None and now + epoch_seconds > deadline:
+        last = epoch >= args.num_train_epochs
+        if not (control.should_training_stop or last) and deadline_passed(selection.deadline, epoch_seconds):
             logger.info("time budget: another epoch (about %.0f s) would not fit; stopping", epoch_seconds)
             selection.stopped_by = STOPPED_BY_BUDGET
             control.should_training_stop = True
