@@ -22,18 +22,19 @@ PORT ?= 8000
 NORMALIZE ?=
 FORCE ?=
 # Pipeline variables: EVAL_DATA (BEIR dir or triples), QUANTIZE int8|int4|none, GATE (one expression), SERVE=1,
-# TIME_BUDGET (45m, 2h: the whole run)
+# TIME_BUDGET (45m, 2h: the whole run). NPROC=N trains in N processes (finetune and pipeline).
 EVAL_DATA ?=
 QUANTIZE ?= int8
 GATE ?=
 SERVE ?=
 TIME_BUDGET ?=
+NPROC ?=
 
 .PHONY: help install train-deps embed-finetune embed-merge embed-quantize embed-eval embed-serve pipeline demo test test-fast lint bench clean
 
 help:
 	@echo "make demo                 the whole pipeline on the bundled model and sample data, then serve it"
-	@echo "make pipeline DATA=… OUTPUT=runs/… [EVAL_DATA=… QUANTIZE=int8 GATE='ndcg@10>=+0.5' USE_LORA=1 TIME_BUDGET=45m SERVE=1]"
+	@echo "make pipeline DATA=… OUTPUT=runs/… [EVAL_DATA=… QUANTIZE=int8 GATE='ndcg@10>=+0.5' USE_LORA=1 TIME_BUDGET=45m NPROC=2 SERVE=1]"
 	@echo "make test                 install everything into $(VENV) and run the test suite"
 	@echo "make test-fast            the unit tests not marked slow (under 3 minutes); make test runs everything"
 	@echo "make lint                 ruff check, ruff format --check and mypy"
@@ -66,7 +67,7 @@ embed-finetune: $(VENV)/.train-$(PINS)
 	$(BIN)/embedops finetune --data "$(DATA)" --output "$(OUTPUT)" \
 	  $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(BATCH),--batch-size $(BATCH)) $(if $(LR),--lr $(LR)) \
 	  $(if $(filter 1 true yes,$(USE_LORA)),--use-lora) $(if $(BASE),--base-model "$(BASE)") \
-	  $(if $(filter 1 true yes,$(FORCE)),--force)
+	  $(if $(NPROC),--nproc $(NPROC)) $(if $(filter 1 true yes,$(FORCE)),--force)
 
 embed-merge: $(VENV)/.train-$(PINS)
 	$(BIN)/embedops merge "$(MODEL)" --output "$(OUTPUT)" $(if $(filter 1 true yes,$(FORCE)),--force)
@@ -87,7 +88,7 @@ pipeline: $(VENV)/.train-$(PINS)
 	  $(if $(EVAL_DATA),--eval-data "$(EVAL_DATA)") --quantize "$(QUANTIZE)" $(if $(GATE),--gate "$(GATE)") \
 	  $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(BATCH),--batch-size $(BATCH)) $(if $(LR),--lr $(LR)) \
 	  $(if $(filter 1 true yes,$(USE_LORA)),--use-lora) $(if $(BASE),--base-model "$(BASE)") \
-	  $(if $(TIME_BUDGET),--time-budget "$(TIME_BUDGET)") \
+	  $(if $(TIME_BUDGET),--time-budget "$(TIME_BUDGET)") $(if $(NPROC),--nproc $(NPROC)) \
 	  $(if $(filter 1 true yes,$(SERVE)),--serve --port "$(PORT)")
 
 demo: $(VENV)/.train-$(PINS)

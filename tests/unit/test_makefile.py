@@ -46,13 +46,17 @@ def test_make_target_runs_a_valid_command(target: str, variables: list[str], com
 
 def test_make_variables_reach_the_flags() -> None:
     args = build_parser().parse_args(
-        embedops_command("embed-finetune", "DATA=d.tsv", "OUTPUT=o", "EPOCHS=2", "BATCH=128", "LR=2e-5", "USE_LORA=1")
+        embedops_command(
+            "embed-finetune", "DATA=d.tsv", "OUTPUT=o", "EPOCHS=2", "BATCH=128", "LR=2e-5", "USE_LORA=1", "NPROC=2"
+        )
     )
-    assert (args.epochs, args.batch_size, args.lr, args.use_lora) == (2, 128, 2e-5, True)
+    assert (args.epochs, args.batch_size, args.lr, args.use_lora, args.nproc) == (2, 128, 2e-5, True, 2)
     serve = build_parser().parse_args(embedops_command("embed-serve", "MODEL=m", "PORT=8010", "NORMALIZE=1"))
     assert (serve.model, serve.port, serve.normalize) == ("m", 8010, True)
-    pipeline = build_parser().parse_args(embedops_command("pipeline", "DATA=d.tsv", "OUTPUT=o", "TIME_BUDGET=45m"))
-    assert pipeline.time_budget == "45m"
+    pipeline = build_parser().parse_args(
+        embedops_command("pipeline", "DATA=d.tsv", "OUTPUT=o", "TIME_BUDGET=45m", "NPROC=2")
+    )
+    assert (pipeline.time_budget, pipeline.nproc) == ("45m", 2)
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
