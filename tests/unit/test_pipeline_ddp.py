@@ -110,3 +110,31 @@ def test_a_killed_process_stops_the_run_and_the_same_command_continues_it(tmp_pa
     training = read_manifest(output / "finetuned").training
     assert training["segments"] == 2 and training["epochs_run"] == 3
     assert [point["epoch"] for point in training["selection"]["curve"]] == [0, 1, 2, 3]
+
+
+@pytest.mark.slow
+def test_a_full_disk_on_rank_0_mid_training_ends_the_run_at_once_in_one_line(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """Rank 0 alone writes, so only it meets the full disk, inside training where the others wait in a
+    collective it will not join: it must end at once with its own error, not leave them (and itself)
+    waiting out --ddp-timeout, nor be reported as a process the launcher stopped."""
+    import resource
+
+    data, output = pairs_file(tmp_path / "pairs.tsv", 32), tmp_path / "run"
+    flags = ["--data", str(data), "--output", str(output), "--base-model", str(tiny_model_dir), "--batch-size", "4"]
+    flags += ["--quantize", "none", "--lr", "1e-4", "--ddp-timeout", "600"]
+
+    def full_disk() -> None:  # files stop at 1 MB: the run's small files fit, the 4 MB best weights do not
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
+
+    started = time.monotonic()
+    result = subprocess.run(
+        _command(*flags), capture_output=True, text=True, timeout=240, env=ENV, preexec_fn=full_disk
+    )
+    assert time.monotonic() - started < 200, "the run waited for a process that had failed"
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "File too large" in errors[0], result.stderr[-3000:]
+    assert "training process" not in result.stderr
+    assert not (output / "finetuned").exists()

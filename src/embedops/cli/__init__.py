@@ -183,6 +183,17 @@ def _show_progress_lines() -> None:
     package.propagate = False
 
 
+def _report(line: str, exit_code: int) -> int:
+    """The one line a failed command prints; under several training processes, rank 0 also tells the
+    launcher that it said what went wrong (train.distributed.note_reported)."""
+    print(f"error: {line}", file=sys.stderr)
+    if "WORLD_SIZE" in os.environ:
+        from embedops.train.distributed import note_reported
+
+        note_reported(exit_code)
+    return exit_code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _show_progress_lines()
@@ -194,8 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # process stopped as it was told to; were it to fail too, the launcher could stop rank 0 before it exits.
         return 0
     except EmbedopsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _report(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -203,17 +213,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (`embedops info DIR | head`): stdout is closed for good; point it at
         # /dev/null so the interpreter's final flush does not fail again on the way out.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        print("error: output closed before everything was written (broken pipe)", file=sys.stderr)
-        return 2
+        return _report("output closed before everything was written (broken pipe)", 2)
     except ModuleNotFoundError as exc:
         line = _missing_torch_line(exc, args.command)
         if line is None:
             raise
-        print(f"error: {line}", file=sys.stderr)
-        return 2
+        return _report(line, 2)
     except Exception as exc:
         line = _io_error_line(exc)
         if line is None:
             raise
-        print(f"error: {line}", file=sys.stderr)
-        return 2
+        return _report(line, 2)

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 
-def add_process_flags(parser: argparse.ArgumentParser, waits: str) -> None:
-    """--nproc and --ddp-timeout; `waits` names what the other processes may wait for beyond training."""
+def add_process_flags(parser: argparse.ArgumentParser) -> None:
+    """--nproc and --ddp-timeout."""
     processes = parser.add_argument_group("several processes (DDP)")
     processes.add_argument(
         "--nproc",
@@ -21,7 +21,8 @@ def add_process_flags(parser: argparse.ArgumentParser, waits: str) -> None:
         "--ddp-timeout",
         type=int,
         metavar="SECONDS",
-        help=f"longest wait of one training process for the others ({waits})",
+        help="longest wait of one process for the others in a training step (waits for rank 0's own work, "
+        "such as mining negatives or validating, have no such limit)",
     )
 
 

@@ -82,7 +82,7 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     checkpoints.add_argument(
         "--resume", action="store_true", help="continue an interrupted run from its last checkpoint"
     )
-    add_process_flags(parser, waits="rank 0 mining negatives included")
+    add_process_flags(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -79,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="POINTS",
         help="refuse a fine-tuned model that loses more than POINTS of general-domain Spearman (x100, bundled STS set)",
     )
-    add_process_flags(parser, waits="while training; the others wait for rank 0's other stages without a limit")
+    add_process_flags(parser)
     serving = parser.add_argument_group("serving")
     serving.add_argument("--serve", action="store_true", help="serve the final model when every gate passed")
     serving.add_argument("--port", type=int, default=8000, help="port for --serve")

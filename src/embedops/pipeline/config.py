@@ -55,7 +55,7 @@ class PipelineConfig(FromFlags):
     time_budget: str | None = None  # e.g. "45m": the whole run; the best model found within it is published
     seed: int = 42
     device: str | None = None
-    ddp_timeout: int = 1800  # seconds a training process may wait for the others in one collective
+    ddp_timeout: int = 1800  # seconds one collective of a training step may wait under several processes
     parsed_gates: list[Gate] = field(init=False, repr=False)
     budget_seconds: float | None = field(init=False, repr=False)
 

@@ -56,7 +56,7 @@ class FinetuneConfig(FromFlags):
     lr_schedule: str = "linear"
     lr_candidates: list[float] | None = None  # probe these rates on the validation data first (train.probe)
     probe_steps: int | None = None  # steps per probed rate (default: train.probe.probe_steps)
-    ddp_timeout: int = 1800  # seconds any collective may wait under several processes (rank 0's mining included)
+    ddp_timeout: int = 1800  # seconds one collective of a training step may wait under several processes
 
     def __post_init__(self) -> None:
         self.data, self.output = Path(self.data), Path(self.output)

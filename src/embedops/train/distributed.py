@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from embedops.errors import ConfigError, EmbedopsError, MainProcessError
@@ -31,8 +32,6 @@ _LIBRARY_DEPRECATIONS = (
     "`broadcast_buffers` is deprecated",
     "torch.distributed.nn.functional.all_gather is deprecated",
 )
-# The exit codes of an error embedops reported in one line (a failed gate 1, bad input or config 2).
-REPORTED_EXIT_CODES = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -74,13 +73,24 @@ class ProcessFailedError(EmbedopsError):
         self.exit_code = exit_code
 
 
+# Waits for rank 0's own work (mining, validation, the pipeline's other stages) go through a gloo group
+# of their own with no practical limit: rank 0 may evaluate a large corpus for longer than a training
+# collective should wait. A process that dies is noticed at once anyway, by the launcher.
+_WAIT_FOR_MAIN = timedelta(days=7)
+_waiting_group: Any = None
+# Set on an exception whose message rank 0 has already sent to the others.
+_SHARED = "_embedops_shared_with_other_ranks"
+
+
 @contextmanager
 def process_group(world: World, device: str, timeout_s: int) -> Iterator[str]:
     """Join the process group (gloo on CPU, nccl on CUDA) for the block; yields this process's device.
 
     The group is created here, before the trainer, because rank 0's preparation is shared through it;
     accelerate then uses the group as it finds it. A group that already exists (the pipeline's, which
-    outlives one training run) is used and left for its owner to close."""
+    outlives one training run) is used and left for its owner to close. `timeout_s` bounds each
+    collective of the training itself."""
+    global _waiting_group
     import torch
     import torch.distributed as dist
 
@@ -100,19 +110,31 @@ def process_group(world: World, device: str, timeout_s: int) -> Iterator[str]:
         logger.info(
             "process group: %d processes on %d node(s), backend %s", world.size, world.nodes, dist.get_backend()
         )
+    waits_here = _waiting_group is None
+    if waits_here:
+        _waiting_group = dist.new_group(backend="gloo", timeout=_WAIT_FOR_MAIN)
     try:
         yield device
     finally:
+        if waits_here:
+            _waiting_group = None
         if owner and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _broadcast(value: Any, group: Any = None) -> Any:
+def _broadcast(value: Any) -> Any:
     import torch.distributed as dist
 
     box = [value]
-    dist.broadcast_object_list(box, src=0, group=group)
+    dist.broadcast_object_list(box, src=0, group=_waiting_group)
     return box[0]
+
+
+def _share_error(exc: Exception) -> None:
+    """Rank 0: send `exc` to the others, which raise it as MainProcessError."""
+    if not getattr(exc, _SHARED, False):
+        _broadcast(("error", str(exc), exc.exit_code if isinstance(exc, EmbedopsError) else 1))
+        setattr(exc, _SHARED, True)
 
 
 def on_main(world: World, work: Callable[[], T]) -> T:
@@ -134,8 +156,7 @@ def _run_first(world: World, work: Callable[[], T], *, share: bool) -> T:
         try:
             result = work()
         except Exception as exc:
-            code = exc.exit_code if isinstance(exc, EmbedopsError) else 1
-            _broadcast(("error", str(exc), code))
+            _share_error(exc)
             raise
         _broadcast(("ok", result if share else None, 0))
         return result
@@ -156,20 +177,11 @@ def deadline_passed(deadline: float | None, margin_s: float = 0.0) -> bool:
 class Crew:
     """Rank 0 leads a run of several stages (the pipeline) and the other processes follow it: they wait
     while it prepares, evaluates and quantizes alone, and join it for the work all processes share
-    (training), which it hands out with `everywhere`.
-
-    The followers wait on a group of their own, with no practical time limit: an evaluation of a large
-    corpus on rank 0 may take longer than any collective of the training should be allowed to. A process
-    that dies is still noticed at once, by the launcher."""
-
-    WAIT = timedelta(days=7)
+    (training), which it hands out with `everywhere`."""
 
     def __init__(self, world: World) -> None:
-        self.world, self.group = world, None
-        if world.size > 1:
-            import torch.distributed as dist
-
-            self.group = dist.new_group(backend="gloo", timeout=self.WAIT)
+        self.world = world
+        self._stranded = False  # rank 0 failed inside a job without telling the others, still inside it
 
     def run(self, work: Callable[[], T]) -> T:
         """Rank 0 runs `work`, which hands out jobs with `everywhere`; the other processes run those jobs as
@@ -180,15 +192,15 @@ class Crew:
             try:
                 result = work()
             except Exception as exc:
-                code = exc.exit_code if isinstance(exc, EmbedopsError) else 1
-                _broadcast(("error", str(exc), code), self.group)
+                if not self._stranded:  # else rank 0 exits, and the launcher stops the others
+                    _share_error(exc)
                 raise
-            _broadcast(("done", result, 0), self.group)
+            _broadcast(("done", result, 0))
             return result
         while True:
-            kind, value, code = _broadcast(None, self.group)
+            kind, value, code = _broadcast(None)
             if kind == "job":
-                with suppress(MainProcessError):  # rank 0 failed inside the job; its error is the next message
+                with suppress(MainProcessError):  # rank 0 failed inside the job and said so; it says so again
                     value()
             elif kind == "error":
                 raise MainProcessError(f"{value} (on rank 0)", code)
@@ -197,9 +209,14 @@ class Crew:
 
     def everywhere(self, job: Callable[[], T]) -> T:
         """Rank 0: run `job` (picklable) in every process; returns rank 0's result."""
-        if self.world.size > 1:
-            _broadcast(("job", job, 0), self.group)
-        return job()
+        if self.world.size == 1:
+            return job()
+        _broadcast(("job", job, 0))
+        try:
+            return job()
+        except Exception as exc:
+            self._stranded = not getattr(exc, _SHARED, False)
+            raise
 
 
 def record(world: World, batch_size: int, device: str) -> dict[str, Any]:
@@ -239,11 +256,24 @@ def plain_cpu_device(arguments: Any) -> None:
             logger.warning("could not set the trainer's device to plain cpu: --resume may fail to load the optimizer")
 
 
+# The file through which rank 0 tells `launch` that it stopped on an error it reported itself.
+REPORTED_FILE_VARIABLE = "EMBEDOPS_REPORTED_EXIT_FILE"
+
+
+def note_reported(exit_code: int) -> None:
+    """Rank 0 under `launch`: record that this process reported its error and exits with `exit_code`."""
+    path = os.environ.get(REPORTED_FILE_VARIABLE)
+    if path and current_world().is_main:
+        Path(path).write_text(str(exit_code), encoding="utf-8")
+
+
 def launch(nproc: int, argv: list[str], how_to_continue: str) -> int:
     """Run `embedops ARGV` in `nproc` processes on this machine through torchrun's own launcher, which
     picks a free rendezvous port and stops every process when one fails. Returns the exit code: rank 0's
     when it stopped on an error it reported itself (a failed gate exits 1, bad input 2). When a process
     died instead, the error names it and says `how_to_continue`."""
+    import tempfile
+
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
@@ -252,19 +282,23 @@ def launch(nproc: int, argv: list[str], how_to_continue: str) -> int:
     launcher = get_args_parser().parse_args(
         ["--standalone", f"--nproc_per_node={nproc}", "--max_restarts=0", "--module", "embedops", *argv]
     )
-    try:
-        run(launcher)
-    except ChildFailedError as exc:
-        main = exc.failures.get(0)
-        if main is not None and main.exitcode in REPORTED_EXIT_CODES:
-            return main.exitcode
-        rank, failure = exc.get_first_failure()  # the cause; the others were stopped because of it
-        code = failure.exitcode
-        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        raise ProcessFailedError(
-            f"training process {rank} (pid {failure.pid}) {how}; the others were stopped ({how_to_continue})",
-            code if 0 < code < 126 else 1,
-        ) from None
+    with tempfile.TemporaryDirectory(prefix="embedops-launch-") as scratch:
+        reported = Path(scratch) / "reported"
+        os.environ[REPORTED_FILE_VARIABLE] = str(reported)  # the processes inherit it
+        try:
+            run(launcher)
+        except ChildFailedError as exc:
+            if reported.is_file():  # rank 0 said what went wrong; the others were stopped because of it
+                return int(reported.read_text(encoding="utf-8"))
+            rank, failure = exc.get_first_failure()  # the cause; the others were stopped because of it
+            code = failure.exitcode
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            raise ProcessFailedError(
+                f"training process {rank} (pid {failure.pid}) {how}; the others were stopped ({how_to_continue})",
+                code if 0 < code < 126 else 1,
+            ) from None
+        finally:
+            del os.environ[REPORTED_FILE_VARIABLE]
     return 0
 
 

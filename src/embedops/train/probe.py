@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from embedops.files import write_text_atomically
-from embedops.train.distributed import current_world, deadline_passed
+from embedops.train.distributed import current_world, deadline_passed, on_main
 
 logger = logging.getLogger(__name__)
 
@@ -82,10 +82,12 @@ def probe_learning_rates(
     seconds) and `score()`. Ends with the base weights restored. `work` keeps finished candidates for --resume;
     past `deadline` (time.time()) no further rate is tried, and the best of those tried wins. Under several
     processes every one runs this with the same scores (rank 0's, shared by `score`); rank 0 writes."""
-    saved: dict[str, Any] = {}
     path = work / _RESULTS_FILE if work is not None else None
-    if path is not None and path.is_file():
-        saved = json.loads(path.read_text(encoding="utf-8"))
+    # Rank 0's reading, so that every process skips the same finished candidates.
+    saved: dict[str, Any] = on_main(
+        current_world(),
+        lambda: json.loads(path.read_text(encoding="utf-8")) if path is not None and path.is_file() else {},
+    )
     base_score = float(saved["base_score"]) if "base_score" in saved else score()
     done = {float(item["lr"]): item for item in saved.get("candidates", [])}
     results: list[dict[str, float]] = []

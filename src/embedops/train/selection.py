@@ -125,6 +125,13 @@ def _epoch_number(epoch: float) -> float:
     return round(epoch) if abs(epoch - round(epoch)) < 1e-6 else round(epoch, 2)
 
 
+def _read_state(state_dir: Path | None) -> dict[str, Any] | None:
+    """The curve, best score and stalls saved after the last scored epoch, if a run left them."""
+    if state_dir is None or not (state_dir / _STATE_FILE).is_file():
+        return None
+    return dict(json.loads((state_dir / _STATE_FILE).read_text(encoding="utf-8")))
+
+
 class KeepBestEpoch(TrainerCallback):
     """Trainer callback: score at each epoch's end, snapshot the best weights, return to them at a smaller
     step when an epoch stalls, stop when patience or the time budget runs out.
@@ -146,18 +153,19 @@ class KeepBestEpoch(TrainerCallback):
         self._epoch_started = time.time()
         self._misses = 0
         self._writes = current_world().is_main
-        if state_dir is not None and on_main(current_world(), lambda: (state_dir / _STATE_FILE).is_file()):
-            self._load_state(state_dir)
+        # Rank 0's reading, so that every process resumes from the same curve.
+        saved = on_main(current_world(), lambda: _read_state(state_dir))
+        if state_dir is not None and saved is not None:
+            self._load_state(state_dir, saved)
             return
         self.best_score = selection.score(model) if base_score is None else base_score
         self.best_state = snapshot(model)  # the weights before training, until an epoch beats them
         selection.curve.append({"epoch": 0, selection.metric: self.best_score})
         logger.info("validation %s before training: %.4f", selection.metric, self.best_score)
 
-    def _load_state(self, state_dir: Path) -> None:
+    def _load_state(self, state_dir: Path, saved: dict[str, Any]) -> None:
         from safetensors.torch import load_file
 
-        saved = json.loads((state_dir / _STATE_FILE).read_text(encoding="utf-8"))
         selection = self.selection
         selection.curve, selection.best_epoch = saved["curve"], saved["best_epoch"]
         self.best_score, self._misses = saved["best_score"], saved["misses"]
