@@ -40,7 +40,7 @@ def test_rows_are_quantized_independently(signed_weights: bool) -> None:
     model = matmul_graph()
     assert quantized_inputs(model) == ["x"]
     assert rowwise_int8_matmuls(model, signed_weights=signed_weights) == 1
-    assert {node.op_type for node in model.graph.node} >= {"MatMulInteger"}
+    assert {node.op_type for node in model.graph.node} >= {"MatMulIntegerToFloat", "QuantizeLinear"}
     x = RNG.normal(size=(3, 8)).astype(np.float32)
     alone = run(model, x)
     beside_a_large_row = run(model, np.concatenate([x, 1000 * np.ones((1, 8), np.float32)]))
@@ -127,7 +127,7 @@ def test_readers_of_one_input_share_one_product() -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     assert rowwise_int8_matmuls(model, signed_weights=False) == 2
     kinds = [node.op_type for node in model.graph.node]
-    assert kinds.count("MatMulInteger") == 1 and kinds.count("Split") == 1 and kinds.count("Abs") == 1
+    assert kinds.count("MatMulIntegerToFloat") == 1 and kinds.count("Split") == 1 and kinds.count("Abs") == 1
     x = RNG.normal(size=(5, 8)).astype(np.float32)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     y, z = session.run(None, {"x": x})
