@@ -1,6 +1,6 @@
 """Integer quantization of an fp32 ONNX graph with ONNX Runtime's own tools.
 
-int8, rowwise (the default): every MatMul by a constant weight runs as an int8 MatMulInteger whose
+int8, rowwise (the default): every MatMul by a constant weight runs as an int8 MatMulIntegerToFloat whose
 input is scaled per row at run time and whose weight is scaled per output column, and the
 token-embedding table is int8 with one scale per row. Nothing is scaled across the rows of a batch,
 so a text gets the same vector alone and in any batch (quantize/rowwise.py). int8, dynamic

@@ -3,12 +3,14 @@
 ONNX Runtime's dynamic quantization scales a MatMul's whole input tensor by one number, so a token's
 int8 codes depend on every other token in the batch: a text's vector moves with its neighbours and
 its padding. Here each row gets its own symmetric scale (its largest magnitude over 127), so a row is
-quantized from itself alone and a text gets the same vector in any batch. The integer product runs in
-ONNX Runtime's MatMulInteger (the same MLAS int8 GEMM the dynamic graph uses, AMX/VNNI where the CPU
-has them). Measured on all-MiniLM-L6-v2 on a 2-core AVX-512 VNNI/AMX Xeon (bench/RESULTS.md): a fifth
-of the dynamic graph's drift from fp32 (0.0014 against 0.0074), within 0.13 points of fp32 on WikiQA,
-climate-fever and STS-B where the dynamic graph lost up to 0.79, and 0.58x its served throughput: the
-per-row quantization runs as separate element-wise nodes, where the dynamic graph's is one fused kernel.
+quantized from itself alone and a text gets the same vector in any batch. The row is quantized by
+QuantizeLinear along the axis of rows and the integer product runs in ONNX Runtime's
+MatMulIntegerToFloat (the MLAS int8 GEMM the dynamic graph uses, AMX/VNNI where the CPU has them),
+scaled per weight column inside it and per row by one Mul after it. Measured on all-MiniLM-L6-v2 on a
+2-core AVX-512 VNNI/AMX Xeon (bench/RESULTS.md): a fifth of the dynamic graph's drift from fp32 (0.0014
+against 0.0074), within 0.13 points of fp32 on WikiQA, climate-fever and STS-B where the dynamic graph
+lost up to 0.79, and about 0.8x its speed in process (the dynamic graph's quantization of a whole
+tensor is one fused kernel; a row's scale takes an Abs and a ReduceMax first).
 
 Before that, each input channel is smoothed as in SmoothQuant (Xiao et al., 2023): divided by
 s_j = sqrt(max|X_j| / max|W_j|), with the weight's row multiplied by it, which leaves the product as it
