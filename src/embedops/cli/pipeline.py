@@ -122,16 +122,6 @@ def _serve(model: Path, port: int) -> None:
     serve(ServeSettings(model=str(model), port=port, normalize=True))
 
 
-def _final_model(output: Path) -> Path:
-    """The model a finished run in `output` ships, as its pipeline.json records it."""
-    import json
-
-    from embedops.pipeline.ledger import LEDGER_NAME
-    from embedops.pipeline.state import final_model, read_stages
-
-    return final_model(output, read_stages(json.loads((output / LEDGER_NAME).read_text(encoding="utf-8"))))
-
-
 def run(args: argparse.Namespace) -> int:
     from embedops.pipeline import PipelineConfig, run_pipeline
     from embedops.train.distributed import current_world
@@ -144,7 +134,10 @@ def run(args: argparse.Namespace) -> int:
     )
     if code is not None:  # --nproc: the processes ran the pipeline and rank 0 printed the summary
         if code == 0 and args.serve:
-            _serve(_final_model(config.output), args.port)
+            from embedops.pipeline.ledger import recorded_stages
+            from embedops.pipeline.state import final_model
+
+            _serve(final_model(config.output, recorded_stages(config.output)), args.port)
         return code
     result = run_pipeline(config)
     if not current_world().is_main:

@@ -56,20 +56,21 @@ def data_hash(path: Path) -> str:
     return sha256_file(path) if path.is_file() else content_hash(hash_files(path))
 
 
+def recorded_stages(directory: Path) -> dict[Stage, StageRecord]:
+    """Stage records of the last run in `directory`; an unreadable file only means nothing can be reused."""
+    try:
+        return read_stages(json.loads((directory / LEDGER_NAME).read_text(encoding="utf-8")))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+
+
 class Ledger:
     """The previous run's records (to reuse) and this run's state (written after every stage)."""
 
     def __init__(self, directory: Path, config: ConfigRecord) -> None:
         self.path = directory / LEDGER_NAME
-        self.previous = self._read_previous()
+        self.previous = recorded_stages(directory)
         self.state = PipelineState(config)
-
-    def _read_previous(self) -> dict[Stage, StageRecord]:
-        """Stage records of the last run; an unreadable file only means nothing can be reused."""
-        try:
-            return read_stages(json.loads(self.path.read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-            return {}
 
     def save(self) -> None:
         self.state.updated = utc_now()
