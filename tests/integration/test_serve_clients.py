@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,30 @@ def test_embedops_eval_endpoint_encoder_reads_the_tei_shape(tei_server: str, exp
     encoder = EndpointEncoder(tei_server, api_key=KEY)
     np.testing.assert_allclose(encoder.encode(TEXTS), expected, atol=1e-5)
     encoder.close()
+
+
+def test_batches_run_in_lanes_of_the_cores_and_stay_exact(tei_server: str, expected: np.ndarray) -> None:
+    """The ONNX engine runs one batch per core (up to 4), each session on its share of the cores, and
+    many clients at once through those lanes get the vectors the model gives in process."""
+    import httpx
+
+    from embedops.serve.lanes import auto_lanes, cores_per_worker
+
+    headers = {"Authorization": f"Bearer {KEY}"}
+    limits = httpx.get(f"{tei_server}/info", headers=headers).json()["limits"]
+    cores = cores_per_worker()
+    assert limits["concurrency"] == auto_lanes(cores) and limits["session_threads"] == cores // auto_lanes(cores)
+
+    def post(index: int) -> np.ndarray:
+        texts = [TEXTS[index % 2], TEXTS[(index + 1) % 2]] * (1 + index % 4)
+        response = httpx.post(f"{tei_server}/embed", json={"inputs": texts}, headers=headers, timeout=60)
+        response.raise_for_status()
+        return np.asarray(response.json())[:2]
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(post, range(32)))
+    for index, answer in enumerate(answers):
+        np.testing.assert_allclose(answer, expected if index % 2 == 0 else expected[::-1], atol=1e-5)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -31,7 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="cut inputs longer than the model's window unless a request says otherwise (default on)",
     )
-    add("--concurrency", type=int, help="engine batches running at once (default 1)")
+    add(
+        "--concurrency",
+        type=int,
+        help="engine batches running at once (default: one per core up to 4 for ONNX artifacts on CPU, else 1)",
+    )
     add("--batch-size", type=int, help="most inputs in one engine batch (default 32)")
     add("--max-batch-tokens", type=int, help="most padded tokens in one engine batch (default 2048)")
     add("--max-queue", type=int, help="requests admitted at once; more get 429 (default 512)")

@@ -15,8 +15,8 @@ an express queue, which one more engine thread serves whenever every regular one
 larger requests, alongside it. On a 2-core Xeon (all-MiniLM-L6-v2 int8) a one-query batch took 1.3 /
 2.1 ms (p50 / p99) alone and 1.4 / 6.3 ms beside a running 8 x 256-token batch; waiting for that
 batch to end instead would add its 200 ms. Small requests among themselves are served by the regular
-threads alone, batched exactly as before: two batches at once on two cores cost throughput (17 %
-at 16 clients of 8 short texts, measured with the express thread serving them too).
+threads alone, batched exactly as before. How many regular threads run, and with how many ONNX
+Runtime threads each, is serve/lanes.py's choice.
 """
 
 from __future__ import annotations

@@ -74,6 +74,8 @@ class Engine:
         self.model: Any = None  # the SentenceTransformer, when one was loaded
         self._forward: Forward
         lean = _open_onnx(ref, threads) if backend == "onnx" and device in (None, "cpu") else None
+        # The intra-op threads of an ONNX Runtime session opened here, sized for the server's lanes.
+        self.session_threads = threads if lean is not None else None
         if lean is not None:
             self._forward, self.tokenizer, self.prompts, max_seq_length, normalizes = lean
             device_name = "cpu"

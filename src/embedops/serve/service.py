@@ -20,6 +20,7 @@ from embedops.errors import RequestError
 from embedops.serve.batcher import Batcher, BatchLimits
 from embedops.serve.engine import Engine
 from embedops.serve.errors import ClientGone, ShuttingDown
+from embedops.serve.lanes import engine_lanes
 from embedops.serve.metrics import ServeMetrics
 from embedops.serve.settings import ServeSettings
 from embedops.serve.tokenizer import Token
@@ -69,7 +70,11 @@ class EmbeddingService:
         self.batcher = Batcher(
             engine,
             metrics,
-            BatchLimits(settings.concurrency, settings.batch_size, settings.max_batch_tokens),
+            BatchLimits(
+                engine_lanes(settings.concurrency, settings.workers, onnx_cpu=engine.session_threads is not None),
+                settings.batch_size,
+                settings.max_batch_tokens,
+            ),
         )
         ref = engine.ref
         # A name, never a server path: hub ids and the bundled model by their id, a folder by its name.
