@@ -189,3 +189,41 @@ def test_the_engine_gives_memory_back_once_idle_after_a_large_batch(onnx_artifac
     np_vectors = engine.embed(large[:2])
     engine.release_memory()
     assert (engine.embed(large[:2]) == np_vectors).all()  # shrinking the arena changes no result
+
+
+def test_memory_is_given_back_when_the_last_lane_ends_not_the_first(onnx_artifact: Path) -> None:
+    """Two lanes: a large batch ends on one while another large batch still runs on the other. The
+    release waits for the second, which would otherwise keep what it took."""
+    second_may_end = threading.Event()
+    second_started = threading.Event()
+    releases: list[bool] = []  # whether the held batch had ended when memory was released
+
+    class Lanes(Engine):
+        def embed(self, batch: list[list[int]]) -> np.ndarray:
+            if batch[0][1] == 2999:  # the first request's batch runs until released
+                second_started.set()
+                second_may_end.wait(30)
+            return super().embed(batch)
+
+        def release_memory(self) -> None:
+            releases.append(second_may_end.is_set())
+            super().release_memory()
+
+    engine = Lanes(resolve(onnx_artifact))
+    large = [engine.tokenizer.wrap([2000 + i % 50] * 62) for i in range(20)]  # 20 x 64 tokens > 1024
+
+    async def run() -> None:
+        batcher = Batcher(engine, ServeMetrics(), BatchLimits(concurrency=2, batch_size=32, max_batch_tokens=16384))
+        batcher.start()
+        held = batcher.embed([engine.tokenizer.wrap([2999] * 62)] * 20)
+        await asyncio.to_thread(second_started.wait, 30)
+        await batcher.embed(large)  # ends on the other lane while the held batch runs
+        await asyncio.sleep(0.2)
+        assert releases == []
+        second_may_end.set()
+        await held
+        await asyncio.sleep(0.2)
+        await batcher.close()
+
+    asyncio.run(run())
+    assert releases == [True]

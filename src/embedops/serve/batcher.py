@@ -106,8 +106,9 @@ class Batcher:
         self._pending: list[_Item] = []  # a heap in queue order (round, arrival)
         self._express: list[_Item] = []  # the same, for requests of at most EXPRESS_TOKENS tokens
         self._heavy = 0  # regular threads running a batch from the regular (not express) queue
+        self._running = 0  # threads running a batch, of either queue
         self._seq = itertools.count()
-        self._queued = threading.Condition()  # guards both queues, _heavy and _closing
+        self._queued = threading.Condition()  # guards both queues, _heavy, _running, _grown and _closing
         self._closing = False
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -217,22 +218,27 @@ class Batcher:
                 batch = self._take_batch(queue)
                 heavy = bool(batch) and queue is self._pending
                 self._heavy += heavy
+                self._running += bool(batch)
                 self._queued.notify_all()  # more work left, or the express thread may now run
                 now = time.perf_counter()
                 for item in batch:
                     if item.job.started is None:
                         item.job.started = now
                         self.metrics.queue_seconds.observe(now - item.job.enqueued)
-            if batch:
-                try:
-                    self._run(batch, now)
-                finally:
-                    if heavy:
-                        with self._queued:
-                            self._heavy -= 1
-                            self._queued.notify_all()
-            if self._grown and not (self._pending or self._express):  # idle after large batches (a racy
-                self._grown = False  # read only delays the release)
+            if not batch:
+                continue
+            try:
+                self._run(batch, now)
+            finally:
+                with self._queued:
+                    self._heavy -= heavy
+                    self._running -= 1
+                    # The last batch to end with nothing queued gives back what large batches took;
+                    # a batch still running on another lane would keep its memory past an earlier release.
+                    release = self._grown and not (self._running or self._pending or self._express)
+                    self._grown = self._grown and not release
+                    self._queued.notify_all()
+            if release:
                 self.engine.release_memory()
 
     def _has_work(self, express: bool) -> bool:
@@ -245,7 +251,9 @@ class Batcher:
         self.metrics.batch_size.observe(len(batch))
         padded = max(map(len, ids)) * len(ids)
         self.metrics.batch_tokens.observe(padded)
-        self._grown = self._grown or padded > RELEASE_AFTER_TOKENS
+        if padded > RELEASE_AFTER_TOKENS:
+            with self._queued:
+                self._grown = True
         outcome: np.ndarray | RequestError
         try:
             outcome = self.engine.embed(ids)
