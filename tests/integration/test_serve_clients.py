@@ -91,16 +91,18 @@ def test_embedops_eval_endpoint_encoder_reads_the_tei_shape(tei_server: str, exp
 
 
 def test_batches_run_in_lanes_of_the_cores_and_stay_exact(tei_server: str, expected: np.ndarray) -> None:
-    """The ONNX engine runs one batch per core (up to 4), each session on its share of the cores, and
-    many clients at once through those lanes get the vectors the model gives in process."""
+    """The ONNX engine runs one batch per core (up to 4), each session on its share of the cores, in
+    CPU-sized batches, and many clients at once through those lanes get the vectors the model gives in
+    process."""
     import httpx
 
-    from embedops.serve.lanes import auto_lanes, cores_per_worker
+    from embedops.serve.lanes import CPU_BATCH_TOKENS, auto_lanes, cores_per_worker
 
     headers = {"Authorization": f"Bearer {KEY}"}
     limits = httpx.get(f"{tei_server}/info", headers=headers).json()["limits"]
     cores = cores_per_worker()
     assert limits["concurrency"] == auto_lanes(cores) and limits["session_threads"] == cores // auto_lanes(cores)
+    assert limits["max_batch_tokens"] == CPU_BATCH_TOKENS
 
     def post(index: int) -> np.ndarray:
         texts = [TEXTS[index % 2], TEXTS[(index + 1) % 2]] * (1 + index % 4)

@@ -37,7 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="engine batches running at once (default: one per core up to 4 for ONNX artifacts on CPU, else 1)",
     )
     add("--batch-size", type=int, help="most inputs in one engine batch (default 32)")
-    add("--max-batch-tokens", type=int, help="most padded tokens in one engine batch (default 2048)")
+    add(
+        "--max-batch-tokens",
+        type=int,
+        help="most padded tokens in one engine batch (default 512 on CPU, 2048 on an accelerator)",
+    )
     add("--max-queue", type=int, help="requests admitted at once; more get 429 (default 512)")
     add("--max-inputs", type=int, help="most inputs in one request (default 256)")
     add("--max-chars", type=int, help="most characters in one input (default 20000)")

@@ -1,4 +1,5 @@
-"""How many engine batches run at once on a CPU, and how many ONNX Runtime threads each one gets.
+"""How many engine batches run at once on a CPU, how many ONNX Runtime threads each one gets, and
+how many tokens a batch holds.
 
 A transformer forward on a short batch is many small operators, and ONNX Runtime parallelizes each of
 them over its intra-op threads: on two cores the second thread mostly waits at the operators' ends.
@@ -8,6 +9,12 @@ the batch-invariant int8 graph ran 323 texts/s as one batch on two threads and 4
 one thread each (1.34x); ONNX Runtime's dynamic int8 graph 435 and 488 (1.12x). One text alone took
 5.3 ms on one thread against 4.8 ms on two. Lanes stop at `MAX_AUTO_LANES` so that, on a large
 machine, one batch still spreads over several cores when the server is not busy.
+
+Small batches are faster on a CPU, for long inputs and short alike. Served on the same machine with
+two lanes (16 clients of 8 texts of about 50 tokens, three alternating rounds): 315 texts/s at 2048
+padded tokens a batch, 332 at 1024 and 359 at 512, the same order in every round; in process, two
+one-thread lanes ran batches of 8 such texts at 445 texts/s and of 32 at 384. Inputs of 256 tokens
+ran at 11,300 tokens/s in batches of 2 against 7,300 in batches of 32. An accelerator keeps 2048.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ from __future__ import annotations
 import os
 
 MAX_AUTO_LANES = 4
+CPU_BATCH_TOKENS = 512
+ACCELERATOR_BATCH_TOKENS = 2048
 
 
 def cores_per_worker(workers: int = 1) -> int:
@@ -43,3 +52,8 @@ def engine_lanes(concurrency: int | None, workers: int, *, onnx_cpu: bool) -> in
     if concurrency:
         return concurrency
     return auto_lanes(cores_per_worker(workers)) if onnx_cpu else 1
+
+
+def batch_tokens(max_batch_tokens: int | None, device: str) -> int:
+    """Most padded tokens in one engine batch: as asked, else by where the engine runs."""
+    return max_batch_tokens or (CPU_BATCH_TOKENS if device == "cpu" else ACCELERATOR_BATCH_TOKENS)

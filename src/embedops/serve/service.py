@@ -20,7 +20,7 @@ from embedops.errors import RequestError
 from embedops.serve.batcher import Batcher, BatchLimits
 from embedops.serve.engine import Engine
 from embedops.serve.errors import ClientGone, ShuttingDown
-from embedops.serve.lanes import engine_lanes
+from embedops.serve.lanes import batch_tokens, engine_lanes
 from embedops.serve.metrics import ServeMetrics
 from embedops.serve.settings import ServeSettings
 from embedops.serve.tokenizer import Token
@@ -73,7 +73,7 @@ class EmbeddingService:
             BatchLimits(
                 engine_lanes(settings.concurrency, settings.workers, onnx_cpu=engine.session_threads is not None),
                 settings.batch_size,
-                settings.max_batch_tokens,
+                batch_tokens(settings.max_batch_tokens, engine.info.device),
             ),
         )
         ref = engine.ref

@@ -29,9 +29,8 @@ class ServeSettings(BaseSettings):
     # on its share of the cores (serve/lanes.py), else 1.
     concurrency: int | None = Field(None, ge=1, le=64)
     batch_size: int = Field(32, ge=1, le=4096)
-    # Long inputs run fastest in small batches: 11,300 tokens/s at 2 x 256 against 7,300 at 32 x 256 on
-    # all-MiniLM-L6-v2 int8 (2-core Xeon); 2048 keeps 32 short texts together and a batch near 200 ms.
-    max_batch_tokens: int = Field(2048, ge=16)
+    # Most padded tokens in one engine batch; None: 512 on a CPU, 2048 on an accelerator (serve/lanes.py).
+    max_batch_tokens: int | None = Field(None, ge=16)
     # Requests admitted (queued or running); the next one gets 429 at once instead of waiting.
     max_queue: int = Field(512, ge=1)
     max_inputs: int = Field(256, ge=1)

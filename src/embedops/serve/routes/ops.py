@@ -63,7 +63,7 @@ def register(app: FastAPI, service: EmbeddingService, gate: Gate, doc: ApiDoc) -
                     "max_body_bytes": settings.max_body_bytes,
                     "max_queue": settings.max_queue,
                     "batch_size": settings.batch_size,
-                    "max_batch_tokens": settings.max_batch_tokens,
+                    "max_batch_tokens": service.batcher.limits.max_batch_tokens,
                     "concurrency": service.batcher.limits.concurrency,
                     "session_threads": service.engine.session_threads,
                 },
