@@ -34,6 +34,7 @@ import numpy as np
 from serve_bench import cpu_line, free_port, start, texts
 
 SMALL = {"inputs": "what causes sea level rise"}
+TIMEOUT_SECONDS = 120.0  # for one response, as the aiohttp sessions have
 
 
 def rss_mib(pid: int, field: str = "VmRSS") -> float:
@@ -126,9 +127,11 @@ class RawConnection:
             self.streams = await asyncio.open_connection(self.host, self.port)
         reader, writer = self.streams
         writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT_SECONDS)
         headers = dict(line.split(b":", 1) for line in head.lower().split(b"\r\n")[1:] if b":" in line)
-        await reader.readexactly(int(headers[b"content-length"]))
+        if b"content-length" not in headers:
+            raise SystemExit(f"a response without content-length: {head[:200]!r}")
+        await asyncio.wait_for(reader.readexactly(int(headers[b"content-length"])), TIMEOUT_SECONDS)
         if headers.get(b"connection", b"").strip() == b"close":
             writer.close()
             self.streams = None
@@ -140,9 +143,9 @@ class RawConnection:
             self.streams[1].close()
 
 
-def post_request(host: str, port: int, payload: dict) -> bytes:
+def post_request(netloc: str, payload: dict) -> bytes:
     body = json.dumps(payload).encode()
-    head = f"POST /embed HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n"
+    head = f"POST /embed HTTP/1.1\r\nhost: {netloc}\r\ncontent-type: application/json\r\n"
     return head.encode() + f"content-length: {len(body)}\r\n\r\n".encode() + body
 
 
@@ -152,7 +155,7 @@ async def overload(url: str, clients: int, seconds: float, *, polite: bool = Fal
     ok_texts, refused = 0, []
     address = urlsplit(url)
     host, port = address.hostname or "127.0.0.1", address.port or 80
-    requests = [post_request(host, port, {"inputs": texts(8, i)}) for i in range(64)]
+    requests = [post_request(address.netloc, {"inputs": texts(8, i)}) for i in range(64)]
     deadline = time.perf_counter() + seconds
 
     async def client(index: int) -> None:
@@ -167,7 +170,9 @@ async def overload(url: str, clients: int, seconds: float, *, polite: bool = Fal
                     ok_texts += 8
                 elif status == 429:
                     refused.append(time.perf_counter() - began)
-                    await asyncio.sleep(retry_after if polite and retry_after else 0.05)
+                    if retry_after is None:
+                        raise SystemExit("a 429 without Retry-After")
+                    await asyncio.sleep(retry_after if polite else 0.05)
                 else:
                     raise SystemExit(f"unexpected status {status}")
                 n += clients

@@ -227,3 +227,31 @@ def test_memory_is_given_back_when_the_last_lane_ends_not_the_first(onnx_artifac
 
     asyncio.run(run())
     assert releases == [True]
+
+
+def test_memory_is_given_back_after_a_large_request_in_small_batches(onnx_artifact: Path) -> None:
+    """At the CPU's 512 tokens a batch no batch is large, but a request of 1,280 tokens still leaves
+    its body, ids and vectors behind: memory is given back once the server is idle."""
+
+    class Counting(Engine):
+        releases = 0
+
+        def release_memory(self) -> None:
+            type(self).releases += 1
+            super().release_memory()
+
+    engine = Counting(resolve(onnx_artifact))
+    request = [engine.tokenizer.wrap([2000 + i % 50] * 62) for i in range(20)]  # 20 x 64 tokens
+
+    async def run() -> list[int]:
+        batcher = Batcher(engine, ServeMetrics(), BatchLimits(batch_size=32, max_batch_tokens=512))
+        batcher.start()
+        counts = []
+        for inputs in (request[:8], request):  # 512 tokens, then 1,280
+            await batcher.embed(inputs)
+            await asyncio.sleep(0.2)
+            counts.append(Counting.releases)
+        await batcher.close()
+        return counts
+
+    assert asyncio.run(run()) == [0, 1]

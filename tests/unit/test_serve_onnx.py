@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -35,3 +37,52 @@ def test_onnx_server_engine_never_imports_torch(onnx_artifact: Path) -> None:
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split("\n")[-2] == "onnxruntime+numpy []"
+
+
+def test_lanes_of_several_threads_run_on_sessions_of_their_own(onnx_artifact: Path) -> None:
+    """Two lanes of two threads: two sessions, each run on a free one, and a third call at once (the
+    express lane) shares the first; every call gives the single-session vectors, and memory release
+    runs on every copy."""
+    from embedops.serve.onnx_forward import OnnxForward
+
+    single = Engine(resolve(onnx_artifact), device="cpu")
+    engine = Engine(resolve(onnx_artifact), device="cpu", threads=2, sessions=2)
+    forward = engine._forward
+    assert isinstance(forward, OnnxForward) and len(forward.sessions) == 2 and engine.session_threads == 2
+    assert forward.sessions[0] is not forward.sessions[1]
+    used: list[object] = []
+    started, release = threading.Barrier(4), threading.Event()  # three calls and this thread
+
+    class Recording:
+        def __init__(self, session: object) -> None:
+            self.inner = session
+
+        def run(self, *args: object) -> object:
+            used.append(self)
+            started.wait(10)  # three calls inside run at once
+            release.wait(10)
+            return self.inner.run(*args)
+
+        def get_inputs(self) -> object:
+            return self.inner.get_inputs()
+
+    forward.sessions = [Recording(session) for session in forward.sessions]
+    forward.session = forward.sessions[0]
+    while not forward._free.empty():
+        forward._free.get()
+    for session in forward.sessions:
+        forward._free.put(session)
+    ids = engine.tokenize(["hello world", "a longer sentence to pad the batch " * 3], truncate=True)
+    with ThreadPoolExecutor(3) as pool:
+        calls = [pool.submit(engine.embed, ids) for _ in range(3)]
+        started.wait(10)
+        release.set()
+        results = [call.result(10) for call in calls]
+    assert sorted(map(id, used)) == sorted([id(forward.sessions[0])] * 2 + [id(forward.sessions[1])])
+    for result in results:
+        np.testing.assert_allclose(result, single.embed(ids), atol=1e-6)
+    used.clear()
+    started, release = threading.Barrier(1), threading.Event()
+    release.set()
+    engine.release_memory()
+    assert used == forward.sessions

@@ -94,9 +94,15 @@ async def _warm_up(service: EmbeddingService) -> None:
 def create_app_from_env() -> FastAPI:
     """App factory for `--workers N`: each worker rebuilds settings from SERVE_* and loads the model."""
     from embedops.models import resolve
-    from embedops.serve.lanes import session_threads
+    from embedops.serve.lanes import cpu_lanes
 
     settings = ServeSettings()
-    threads = session_threads(settings.concurrency, settings.workers)
-    engine = Engine(resolve(settings.model), device=settings.device, dtype=settings.dtype, threads=threads)
+    layout = cpu_lanes(settings.concurrency, settings.workers)
+    engine = Engine(
+        resolve(settings.model),
+        device=settings.device,
+        dtype=settings.dtype,
+        threads=layout.threads,
+        sessions=layout.sessions,
+    )
     return create_app(settings, engine)

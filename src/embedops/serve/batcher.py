@@ -40,9 +40,11 @@ logger = logging.getLogger("embedops.serve")
 # 2-core server CPU that is under 0.4 ms, less than the round trip to a thread (~0.5 ms) that a
 # single short text would otherwise add to its latency.
 INLINE_TOKENIZE_CHARS = 512
-# After a batch of more padded tokens than this, the engine gives its memory back once the queue is
-# empty (`Engine.release_memory`, about 2 ms). all-MiniLM-L6-v2 int8 held 140 MiB more after batches
-# of 8 x 256 tokens, and nothing more after 32 short queries (about 400 tokens).
+# After a request or a batch of more tokens than this, the engine gives its memory back once nothing
+# runs and nothing is queued (`Engine.release_memory`, about 2 ms). all-MiniLM-L6-v2 int8 held 140 MiB
+# more after batches of 8 x 256 tokens, and nothing more after 32 short queries (about 400 tokens); a
+# large request in small batches leaves its body, ids and vectors in the C heap, and lanes' batches
+# running at once grow the arena together.
 RELEASE_AFTER_TOKENS = 1024
 # A request of at most this many tokens (a few queries) may run beside the regular batches.
 EXPRESS_TOKENS = 512
@@ -156,6 +158,7 @@ class Batcher:
             items.append(_Item(job, index, ids, next(self._seq), turn))
             tokens += len(ids)
         with self._queued:
+            self._grown = self._grown or tokens > RELEASE_AFTER_TOKENS
             queue = self._express if tokens <= EXPRESS_TOKENS else self._pending
             for item in items:
                 heapq.heappush(queue, item)
@@ -225,21 +228,26 @@ class Batcher:
                     if item.job.started is None:
                         item.job.started = now
                         self.metrics.queue_seconds.observe(now - item.job.enqueued)
-            if not batch:
-                continue
-            try:
-                self._run(batch, now)
-            finally:
-                with self._queued:
-                    self._heavy -= heavy
-                    self._running -= 1
-                    # The last batch to end with nothing queued gives back what large batches took;
-                    # a batch still running on another lane would keep its memory past an earlier release.
-                    release = self._grown and not (self._running or self._pending or self._express)
-                    self._grown = self._grown and not release
-                    self._queued.notify_all()
+                release = not batch and self._idle_after_growth()  # only cancelled inputs were left
+            if batch:
+                try:
+                    self._run(batch, now)
+                finally:
+                    with self._queued:
+                        self._heavy -= heavy
+                        self._running -= 1
+                        release = self._idle_after_growth()
+                        self._queued.notify_all()
             if release:
                 self.engine.release_memory()
+
+    def _idle_after_growth(self) -> bool:
+        """Whether memory is to be given back now: large work ran since the last release, and no batch
+        runs and nothing is queued (a batch still running on another lane would keep what it took past
+        an earlier release). Called with `_queued` held."""
+        release = self._grown and not (self._running or self._pending or self._express)
+        self._grown = self._grown and not release
+        return release
 
     def _has_work(self, express: bool) -> bool:
         if express:

@@ -61,7 +61,13 @@ class Engine:
     """
 
     def __init__(
-        self, ref: ModelRef, *, device: str | None = None, dtype: str = "auto", threads: int | None = None
+        self,
+        ref: ModelRef,
+        *,
+        device: str | None = None,
+        dtype: str = "auto",
+        threads: int | None = None,
+        sessions: int = 1,
     ) -> None:
         self.ref = ref
         manifest = ref.manifest
@@ -73,7 +79,7 @@ class Engine:
             raise ConfigError(f"--dtype applies to torch models; {ref.path} is an {backend} artifact")
         self.model: Any = None  # the SentenceTransformer, when one was loaded
         self._forward: Forward
-        lean = _open_onnx(ref, threads) if backend == "onnx" and device in (None, "cpu") else None
+        lean = _open_onnx(ref, threads, sessions) if backend == "onnx" and device in (None, "cpu") else None
         # The intra-op threads of an ONNX Runtime session opened here, sized for the server's lanes.
         self.session_threads = threads if lean is not None else None
         if lean is not None:
@@ -253,13 +259,13 @@ class _TorchForward:
 
 
 def _open_onnx(
-    ref: ModelRef, threads: int | None
+    ref: ModelRef, threads: int | None, sessions: int
 ) -> tuple[OnnxForward, ServingTokenizer, dict[str, str], int | None, bool] | None:
     """An ONNX artifact opened from its files: forward, tokenizer, prompts, window, whether it normalizes."""
     directory, file = ref.path, ref.manifest.file
     if not file or not (directory / file).is_file() or not (directory / "modules.json").is_file():
         return None  # `load` reports what is missing
-    forward = OnnxForward.from_directory(directory, file, threads=threads)
+    forward = OnnxForward.from_directory(directory, file, threads=threads, copies=sessions)
     if forward is None:
         return None
     st_config = read_json(directory / "sentence_bert_config.json")

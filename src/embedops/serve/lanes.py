@@ -8,18 +8,21 @@ VNNI/AMX Xeon (all-MiniLM-L6-v2, batches of 8 x 54 tokens, medians of 5 alternat
 the batch-invariant int8 graph ran 323 texts/s as one batch on two threads and 432 as two batches on
 one thread each (1.34x); ONNX Runtime's dynamic int8 graph 435 and 488 (1.12x). One text alone took
 5.3 ms on one thread against 4.8 ms on two. Lanes stop at `MAX_AUTO_LANES` so that, on a large
-machine, one batch still spreads over several cores when the server is not busy.
+machine, one batch still spreads over several cores when the server is not busy; lanes of several
+threads each have a session of their own (serve/onnx_forward.py).
 
 Small batches are faster on a CPU, for long inputs and short alike. Served on the same machine with
 two lanes (16 clients of 8 texts of about 50 tokens, three alternating rounds): 315 texts/s at 2048
 padded tokens a batch, 332 at 1024 and 359 at 512, the same order in every round; in process, two
 one-thread lanes ran batches of 8 such texts at 445 texts/s and of 32 at 384. Inputs of 256 tokens
-ran at 11,300 tokens/s in batches of 2 against 7,300 in batches of 32. An accelerator keeps 2048.
+ran at 11,300 tokens/s in batches of 2 against 7,300 in batches of 32 (one batch on two threads).
+An accelerator keeps 2048.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 MAX_AUTO_LANES = 4
 CPU_BATCH_TOKENS = 512
@@ -40,18 +43,33 @@ def auto_lanes(cores: int) -> int:
     return max(1, min(cores, MAX_AUTO_LANES))
 
 
-def session_threads(concurrency: int | None, workers: int = 1) -> int:
-    """Intra-op threads of the engine's ONNX Runtime session: the worker's cores divided between its lanes."""
+@dataclass(frozen=True)
+class CpuLanes:
+    """An ONNX Runtime CPU engine's layout: batches at once, and intra-op threads for each."""
+
+    lanes: int
+    threads: int
+
+    @property
+    def sessions(self) -> int:
+        """Sessions to open: one per lane when lanes have several threads (concurrent runs of one
+        session share its thread pool), else one that every lane shares."""
+        return self.lanes if self.threads > 1 else 1
+
+
+def cpu_lanes(concurrency: int | None, workers: int = 1) -> CpuLanes:
+    """`concurrency` lanes (default: one per core, at most `MAX_AUTO_LANES`) sharing the worker's cores."""
     cores = cores_per_worker(workers)
-    return max(1, cores // (concurrency or auto_lanes(cores)))
+    lanes = concurrency or auto_lanes(cores)
+    return CpuLanes(lanes, max(1, cores // lanes))
 
 
 def engine_lanes(concurrency: int | None, workers: int, *, onnx_cpu: bool) -> int:
-    """Batches at once: as asked, else one per lane on an ONNX Runtime CPU engine, else one (torch
-    already spreads one batch over every core, and a GPU runs one batch at a time)."""
+    """Batches at once: as asked, else one per lane on an ONNX Runtime CPU engine opened for lanes, else
+    one (torch already spreads one batch over every core, and a GPU runs one batch at a time)."""
     if concurrency:
         return concurrency
-    return auto_lanes(cores_per_worker(workers)) if onnx_cpu else 1
+    return cpu_lanes(None, workers).lanes if onnx_cpu else 1
 
 
 def batch_tokens(max_batch_tokens: int | None, device: str) -> int:

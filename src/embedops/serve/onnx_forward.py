@@ -11,6 +11,7 @@ memory.
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -92,11 +93,22 @@ def _shrink_arena() -> Any:
 
 
 class OnnxForward:
-    """Token ids → sentence embeddings through the artifact's ONNX Runtime session and numpy pooling."""
+    """Token ids → sentence embeddings through the artifact's ONNX Runtime session and numpy pooling.
 
-    def __init__(self, session: Any, pools: list[Pool], normalize: bool) -> None:
-        self.session = session
-        self.input_names = [node.name for node in session.get_inputs()]
+    Calls may come from several threads at once (the server's lanes). A session has one intra-op
+    thread pool that concurrent runs share, so lanes of several threads each get a session apiece
+    (`copies`; the model's weights are held once per copy); lanes of one thread share one session,
+    which then has no pool. A call that finds every copy busy (the express lane beside all the
+    regular ones) runs on the first copy beside its current run.
+    """
+
+    def __init__(self, sessions: list[Any], pools: list[Pool], normalize: bool) -> None:
+        self.session = sessions[0]
+        self.sessions = sessions
+        self._free: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for session in sessions:
+            self._free.put(session)
+        self.input_names = [node.name for node in self.session.get_inputs()]
         self.pools = pools
         self.normalize = normalize
 
@@ -109,11 +121,14 @@ class OnnxForward:
         if session is None or kinds not in (["Pooling"], ["Pooling", "Normalize"]):
             return None
         pools = _pools(modules[1].get_config_dict())
-        return cls(session, pools, normalize=len(kinds) == 2) if pools else None
+        return cls([session], pools, normalize=len(kinds) == 2) if pools else None
 
     @classmethod
-    def from_directory(cls, directory: Path, onnx_file: str, *, threads: int | None = None) -> OnnxForward | None:
-        """The same chain read from the artifact's `modules.json` and pooling config; None for any other."""
+    def from_directory(
+        cls, directory: Path, onnx_file: str, *, threads: int | None = None, copies: int = 1
+    ) -> OnnxForward | None:
+        """The same chain read from the artifact's `modules.json` and pooling config; None for any other.
+        `copies` sessions of `threads` intra-op threads each."""
         entries = read_json(directory / "modules.json")
         kinds = [str(entry.get("type", "")).rpartition(".")[2] for entry in entries]
         if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
@@ -121,17 +136,33 @@ class OnnxForward:
         pools = _pools(read_json(directory / entries[1]["path"] / "config.json"))
         if not pools:
             return None
-        return cls(cpu_session(directory / onnx_file, threads=threads), pools, normalize=len(kinds) == 3)
+        sessions = [cpu_session(directory / onnx_file, threads=threads) for _ in range(max(1, copies))]
+        return cls(sessions, pools, normalize=len(kinds) == 3)
 
     def __call__(
         self, input_ids: np.ndarray, attention_mask: np.ndarray, *, release_memory: bool = False
     ) -> np.ndarray:
         given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": np.zeros_like(input_ids)}
-        options = _shrink_arena() if release_memory else None
-        tokens = self.session.run(None, {name: given[name] for name in self.input_names}, options)[0]
+        feed = {name: given[name] for name in self.input_names}
+        if release_memory:  # every copy's arena; the server calls this when no batch is running
+            for session in self.sessions:
+                tokens = session.run(None, feed, _shrink_arena())[0]
+        else:
+            tokens = self._run(feed)
         tokens = tokens.astype(np.float32, copy=False)
         parts = [pool(tokens, attention_mask) for pool in self.pools]
         vectors = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
         if self.normalize:
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), np.float32(1e-12))
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def _run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        """The session's first output, on a free copy, else on the first one beside its current run."""
+        try:
+            session = self._free.get_nowait()
+        except queue.Empty:
+            return self.session.run(None, feed)[0]
+        try:
+            return session.run(None, feed)[0]
+        finally:
+            self._free.put(session)

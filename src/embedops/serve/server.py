@@ -43,10 +43,10 @@ def serve(settings: ServeSettings) -> None:
     logger.info("listening on %s; loading %s", _url(*listener.getsockname()[:2]), ref.reference)
     from embedops.serve.app import create_app
     from embedops.serve.engine import Engine
-    from embedops.serve.lanes import session_threads
+    from embedops.serve.lanes import cpu_lanes
 
-    threads = session_threads(settings.concurrency, settings.workers)
-    engine = Engine(ref, device=settings.device, dtype=settings.dtype, threads=threads)
+    layout = cpu_lanes(settings.concurrency, settings.workers)
+    engine = Engine(ref, device=settings.device, dtype=settings.dtype, threads=layout.threads, sessions=layout.sessions)
     server = uvicorn.Server(uvicorn.Config(create_app(settings, engine), **options))
     server.run(sockets=[listener])
 

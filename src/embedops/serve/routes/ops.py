@@ -104,7 +104,18 @@ def register(app: FastAPI, service: EmbeddingService, gate: Gate, doc: ApiDoc) -
         ),
     )
     flag, name = {"type": "boolean"}, {"type": "string"}
-    limits = obj({key: COUNT for key in ("max_inputs", "max_chars", "max_body_bytes", "max_queue", "batch_size")})
+    counted = (
+        "max_inputs",
+        "max_chars",
+        "max_body_bytes",
+        "max_queue",
+        "batch_size",
+        "max_batch_tokens",
+        "concurrency",
+    )
+    # session_threads: the intra-op threads of each lane's ONNX Runtime session; null where the engine
+    # was not opened for lanes (torch, an accelerator).
+    limits = obj({key: COUNT for key in counted} | {"session_threads": {"type": ["integer", "null"], "minimum": 1}})
     described = obj(
         {"model": name, "dim": COUNT, "device": name, "backend": name, "dtype": name, "forward": name},
         {"quantization": {"type": ["object", "null"]}, "batch_invariant": flag, "cpu": name, "max_seq_length": COUNT}
