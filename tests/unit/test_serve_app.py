@@ -282,12 +282,12 @@ class GatedEngine(Engine):
         self.fail_next = False
         super().__init__(resolve(path), device="cpu")
 
-    def embed(self, batch: list[list[int]]) -> np.ndarray:
+    def embed(self, batch: list[list[int]], *, alone: bool = False) -> np.ndarray:
         assert self.gate.wait(timeout=30)
         if self.fail_next:
             self.fail_next = False
             raise RuntimeError("out of memory")
-        return super().embed(batch)
+        return super().embed(batch, alone=alone)
 
 
 @pytest.fixture(scope="module")

@@ -102,10 +102,10 @@ class _Rendezvous(Engine):
         super().__init__(resolve(path), device="cpu")
         self.together = threading.Barrier(parties)
 
-    def embed(self, batch: list[list[int]]) -> np.ndarray:
+    def embed(self, batch: list[list[int]], *, alone: bool = False) -> np.ndarray:
         if self.together is not None:
             self.together.wait(timeout=10)  # broken (an engine error) unless every thread got a batch
-        return super().embed(batch)
+        return super().embed(batch, alone=alone)
 
 
 def test_every_engine_thread_takes_a_share_of_one_large_request(tiny_model_dir: Path) -> None:
@@ -120,6 +120,34 @@ def test_every_engine_thread_takes_a_share_of_one_large_request(tiny_model_dir: 
             await batcher.close()
 
     np.testing.assert_allclose(asyncio.run(scenario()), engine.model.encode(["one", "two"]), atol=1e-5)
+
+
+def test_a_batch_runs_alone_only_when_nothing_else_runs_or_waits(onnx_artifact: Path) -> None:
+    """The engine is told a batch runs alone (and may spread over every core) for a lone request, not
+    for the batches of a request that fills both lanes."""
+    seen: list[bool] = []
+
+    class Recording(Engine):
+        def embed(self, batch: list[list[int]], *, alone: bool = False) -> np.ndarray:
+            seen.append(alone)
+            return super().embed(batch, alone=alone)
+
+    engine = Recording(resolve(onnx_artifact), threads=1, sessions=1, wide_threads=2)
+    seen.clear()  # loading ran a batch to learn the width
+
+    async def scenario() -> None:
+        batcher = Batcher(engine, ServeMetrics(), BatchLimits(concurrency=2, batch_size=1))
+        batcher.start()
+        try:
+            lone = await batcher.embed(engine.tokenize(["one"], truncate=True))
+            assert seen == [True]
+            many = await batcher.embed(engine.tokenize(["one"] * 6, truncate=True))
+            np.testing.assert_allclose(many, np.repeat(lone, 6, axis=0), atol=1e-6)
+        finally:
+            await batcher.close()
+
+    asyncio.run(scenario())
+    assert seen.count(False) >= 5  # all but the last of the six one-input batches had others queued
 
 
 def test_settings_come_from_env_then_flags(monkeypatch: pytest.MonkeyPatch) -> None:

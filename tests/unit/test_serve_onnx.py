@@ -86,3 +86,28 @@ def test_lanes_of_several_threads_run_on_sessions_of_their_own(onnx_artifact: Pa
     release.set()
     engine.release_memory()
     assert used == forward.sessions
+
+
+def test_a_batch_alone_runs_on_the_wide_session(onnx_artifact: Path) -> None:
+    from embedops.serve.onnx_forward import OnnxForward
+
+    engine = Engine(resolve(onnx_artifact), device="cpu", threads=1, wide_threads=2)
+    forward = engine._forward
+    assert isinstance(forward, OnnxForward) and forward.wide is not None
+    ran: list[str] = []
+    sessions = {"lane": forward.session, "wide": forward.wide}
+
+    class Named:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def run(self, *args: object) -> object:
+            ran.append(self.name)
+            return sessions[self.name].run(*args)
+
+    forward.wide = Named("wide")
+    forward._free.get()
+    forward._free.put(Named("lane"))
+    ids = engine.tokenize(["hello world"], truncate=True)
+    np.testing.assert_allclose(engine.embed(ids, alone=True), engine.embed(ids), atol=1e-6)
+    assert ran == ["wide", "lane"]

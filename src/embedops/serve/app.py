@@ -104,5 +104,6 @@ def create_app_from_env() -> FastAPI:
         dtype=settings.dtype,
         threads=layout.threads,
         sessions=layout.sessions,
+        wide_threads=layout.wide_threads,
     )
     return create_app(settings, engine)

@@ -222,6 +222,7 @@ class Batcher:
                 heavy = bool(batch) and queue is self._pending
                 self._heavy += heavy
                 self._running += bool(batch)
+                alone = self._running == 1 and not (self._pending or self._express)
                 self._queued.notify_all()  # more work left, or the express thread may now run
                 now = time.perf_counter()
                 for item in batch:
@@ -231,7 +232,7 @@ class Batcher:
                 release = not batch and self._idle_after_growth()  # only cancelled inputs were left
             if batch:
                 try:
-                    self._run(batch, now)
+                    self._run(batch, now, alone)
                 finally:
                     with self._queued:
                         self._heavy -= heavy
@@ -254,7 +255,7 @@ class Batcher:
             return bool(self._express) and self._heavy >= self.limits.concurrency
         return bool(self._pending or self._express)
 
-    def _run(self, batch: list[_Item], now: float) -> None:
+    def _run(self, batch: list[_Item], now: float, alone: bool) -> None:
         ids = [item.ids for item in batch]
         self.metrics.batch_size.observe(len(batch))
         padded = max(map(len, ids)) * len(ids)
@@ -264,7 +265,7 @@ class Batcher:
                 self._grown = True
         outcome: np.ndarray | RequestError
         try:
-            outcome = self.engine.embed(ids)
+            outcome = self.engine.embed(ids, alone=alone)
             self.engine.check_output(outcome, len(ids))
         except Exception as exc:  # an engine failure fails its requests, never the thread
             logger.exception("engine failed on a batch of %d inputs", len(ids))

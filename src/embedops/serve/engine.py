@@ -68,6 +68,7 @@ class Engine:
         dtype: str = "auto",
         threads: int | None = None,
         sessions: int = 1,
+        wide_threads: int | None = None,
     ) -> None:
         self.ref = ref
         manifest = ref.manifest
@@ -79,7 +80,8 @@ class Engine:
             raise ConfigError(f"--dtype applies to torch models; {ref.path} is an {backend} artifact")
         self.model: Any = None  # the SentenceTransformer, when one was loaded
         self._forward: Forward
-        lean = _open_onnx(ref, threads, sessions) if backend == "onnx" and device in (None, "cpu") else None
+        onnx_cpu = backend == "onnx" and device in (None, "cpu")
+        lean = _open_onnx(ref, threads, sessions, wide_threads) if onnx_cpu else None
         # The intra-op threads of an ONNX Runtime session opened here, sized for the server's lanes.
         self.session_threads = threads if lean is not None else None
         if lean is not None:
@@ -184,8 +186,9 @@ class Engine:
             prepared.append(ids)
         return prepared
 
-    def embed(self, batch: list[list[int]]) -> np.ndarray:
-        """Embeddings (float32, one row per input) of a batch of token-id lists, padded to its longest."""
+    def embed(self, batch: list[list[int]], *, alone: bool = False) -> np.ndarray:
+        """Embeddings (float32, one row per input) of a batch of token-id lists, padded to its longest.
+        `alone`: no other batch runs or waits, so an ONNX forward may spread it over every core."""
         # Padded by hand: `tokenizer.pad` re-walks Python dicts per row and warns on fast tokenizers.
         width = max(len(ids) for ids in batch)
         input_ids = np.full((len(batch), width), self.tokenizer.pad_id, dtype=np.int64)
@@ -194,6 +197,8 @@ class Engine:
             span = slice(width - len(ids), width) if self.tokenizer.pad_left else slice(0, len(ids))
             input_ids[row, span] = ids
             attention[row, span] = 1
+        if alone and isinstance(self._forward, OnnxForward):
+            return self._forward(input_ids, attention, alone=True)
         return self._forward(input_ids, attention)
 
     def release_memory(self) -> None:
@@ -259,13 +264,13 @@ class _TorchForward:
 
 
 def _open_onnx(
-    ref: ModelRef, threads: int | None, sessions: int
+    ref: ModelRef, threads: int | None, sessions: int, wide_threads: int | None
 ) -> tuple[OnnxForward, ServingTokenizer, dict[str, str], int | None, bool] | None:
     """An ONNX artifact opened from its files: forward, tokenizer, prompts, window, whether it normalizes."""
     directory, file = ref.path, ref.manifest.file
     if not file or not (directory / file).is_file() or not (directory / "modules.json").is_file():
         return None  # `load` reports what is missing
-    forward = OnnxForward.from_directory(directory, file, threads=threads, copies=sessions)
+    forward = OnnxForward.from_directory(directory, file, threads=threads, copies=sessions, wide_threads=wide_threads)
     if forward is None:
         return None
     st_config = read_json(directory / "sentence_bert_config.json")

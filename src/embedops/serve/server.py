@@ -46,7 +46,14 @@ def serve(settings: ServeSettings) -> None:
     from embedops.serve.lanes import cpu_lanes
 
     layout = cpu_lanes(settings.concurrency, settings.workers)
-    engine = Engine(ref, device=settings.device, dtype=settings.dtype, threads=layout.threads, sessions=layout.sessions)
+    engine = Engine(
+        ref,
+        device=settings.device,
+        dtype=settings.dtype,
+        threads=layout.threads,
+        sessions=layout.sessions,
+        wide_threads=layout.wide_threads,
+    )
     server = uvicorn.Server(uvicorn.Config(create_app(settings, engine), **options))
     server.run(sockets=[listener])
 
