@@ -162,15 +162,18 @@ def test_a_small_request_runs_beside_a_batch_that_holds_the_engine(engine: Engin
     assert asyncio.run(run()) == (True, True)
 
 
+class _CountingReleases(Engine):
+    """The real engine, counting how often it gives memory back."""
+
+    releases = 0
+
+    def release_memory(self) -> None:
+        self.releases += 1
+        super().release_memory()
+
+
 def test_the_engine_gives_memory_back_once_idle_after_a_large_batch(onnx_artifact: Path) -> None:
-    class Counting(Engine):
-        releases = 0
-
-        def release_memory(self) -> None:
-            type(self).releases += 1
-            super().release_memory()
-
-    engine = Counting(resolve(onnx_artifact))
+    engine = _CountingReleases(resolve(onnx_artifact))
     large = [engine.tokenizer.wrap([2000 + i % 50] * 62) for i in range(80)]  # 80 x 64 padded tokens > 1024
 
     async def run() -> tuple[int, int]:
@@ -178,12 +181,12 @@ def test_the_engine_gives_memory_back_once_idle_after_a_large_batch(onnx_artifac
         batcher.start()
         vectors = await batcher.embed(large)
         await asyncio.sleep(0.2)
-        after_large = Counting.releases
+        after_large = engine.releases
         await batcher.embed(large[:2])  # small: nothing held to give back
         await asyncio.sleep(0.2)
         await batcher.close()
         assert vectors.shape == (80, engine.info.dim)
-        return after_large, Counting.releases
+        return after_large, engine.releases
 
     assert asyncio.run(run()) == (1, 1)
     np_vectors = engine.embed(large[:2])
@@ -232,15 +235,7 @@ def test_memory_is_given_back_when_the_last_lane_ends_not_the_first(onnx_artifac
 def test_memory_is_given_back_after_a_large_request_in_small_batches(onnx_artifact: Path) -> None:
     """At the CPU's 512 tokens a batch no batch is large, but a request of 1,280 tokens still leaves
     its body, ids and vectors behind: memory is given back once the server is idle."""
-
-    class Counting(Engine):
-        releases = 0
-
-        def release_memory(self) -> None:
-            type(self).releases += 1
-            super().release_memory()
-
-    engine = Counting(resolve(onnx_artifact))
+    engine = _CountingReleases(resolve(onnx_artifact))
     request = [engine.tokenizer.wrap([2000 + i % 50] * 62) for i in range(20)]  # 20 x 64 tokens
 
     async def run() -> list[int]:
@@ -250,7 +245,7 @@ def test_memory_is_given_back_after_a_large_request_in_small_batches(onnx_artifa
         for inputs in (request[:8], request):  # 512 tokens, then 1,280
             await batcher.embed(inputs)
             await asyncio.sleep(0.2)
-            counts.append(Counting.releases)
+            counts.append(engine.releases)
         await batcher.close()
         return counts
 
