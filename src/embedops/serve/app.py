@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -28,6 +29,9 @@ from embedops.serve.openapi import ApiDoc, install
 from embedops.serve.routes import openai, ops, seed, tei
 from embedops.serve.service import EmbeddingService
 from embedops.serve.settings import ServeSettings
+
+if TYPE_CHECKING:
+    from embedops.models import ModelRef
 
 logger = logging.getLogger("embedops.serve")
 
@@ -91,19 +95,24 @@ async def _warm_up(service: EmbeddingService) -> None:
     logger.info("ready: %s (%s, %s, %s, dim %d)", service.model_name, info.backend, info.dtype, info.forward, info.dim)
 
 
-def create_app_from_env() -> FastAPI:
-    """App factory for `--workers N`: each worker rebuilds settings from SERVE_* and loads the model."""
-    from embedops.models import resolve
+def serving_engine(settings: ServeSettings, ref: ModelRef) -> Engine:
+    """The engine a server runs: an ONNX artifact on a CPU opened for the lanes of serve/lanes.py."""
     from embedops.serve.lanes import cpu_lanes
 
-    settings = ServeSettings()
     layout = cpu_lanes(settings.concurrency, settings.workers)
-    engine = Engine(
-        resolve(settings.model),
+    return Engine(
+        ref,
         device=settings.device,
         dtype=settings.dtype,
         threads=layout.threads,
         sessions=layout.sessions,
         wide_threads=layout.wide_threads,
     )
-    return create_app(settings, engine)
+
+
+def create_app_from_env() -> FastAPI:
+    """App factory for `--workers N`: each worker rebuilds settings from SERVE_* and loads the model."""
+    from embedops.models import resolve
+
+    settings = ServeSettings()
+    return create_app(settings, serving_engine(settings, resolve(settings.model)))

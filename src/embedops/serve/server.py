@@ -41,19 +41,9 @@ def serve(settings: ServeSettings) -> None:
     # backlog and are answered once it is done, instead of being refused (`serve & sleep 5; curl`).
     listener = _listen(settings.host, settings.port)
     logger.info("listening on %s; loading %s", _url(*listener.getsockname()[:2]), ref.reference)
-    from embedops.serve.app import create_app
-    from embedops.serve.engine import Engine
-    from embedops.serve.lanes import cpu_lanes
+    from embedops.serve.app import create_app, serving_engine
 
-    layout = cpu_lanes(settings.concurrency, settings.workers)
-    engine = Engine(
-        ref,
-        device=settings.device,
-        dtype=settings.dtype,
-        threads=layout.threads,
-        sessions=layout.sessions,
-        wide_threads=layout.wide_threads,
-    )
+    engine = serving_engine(settings, ref)
     server = uvicorn.Server(uvicorn.Config(create_app(settings, engine), **options))
     server.run(sockets=[listener])
 
