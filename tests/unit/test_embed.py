@@ -3,6 +3,7 @@ server's /embed over real HTTP, stored dtypes, and a kill -9 mid-run resumed to 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -286,3 +287,41 @@ def test_kill_minus_9_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path: 
     ids_resumed, resumed_vectors = read_vectors(sorted(output.glob("part-*.parquet")))
     assert ids_resumed == ids_whole == [ident for ident, _ in rows]
     np.testing.assert_array_equal(resumed_vectors, whole)
+
+
+def test_batches_in_lanes_keep_every_vector_in_its_row(onnx_artifact: Path) -> None:
+    """Two lanes run batches at once and finish out of order; each vector still lands in its passage's
+    row, equal to that passage embedded alone (the int8 graph is batch-invariant)."""
+    from embedops.embed.encoder import EncodeOptions, PassageEncoder
+    from embedops.models import resolve
+    from embedops.serve.engine import Engine
+    from embedops.serve.lanes import lanes_on
+
+    texts = [f"passage {index} " + "about the sea and the ice " * (index % 7) for index in range(60)]
+    engine = Engine(resolve(onnx_artifact), device="cpu", lanes=lanes_on(2, wide=False))
+    assert engine.concurrent_batches == 2
+    seen: list[int] = []
+    vectors = PassageEncoder(engine, EncodeOptions(batch_size=4)).encode(texts, seen.append)
+    assert sum(seen) == len(texts) and len(seen) == 15
+    alone = np.concatenate([engine.embed(engine.tokenize([text], truncate=True)) for text in texts])
+    np.testing.assert_allclose(vectors, alone, atol=1e-5)
+
+
+def test_a_failed_batch_stops_the_lanes_and_reaches_the_caller(onnx_artifact: Path) -> None:
+    from embedops.embed.encoder import EncodeOptions, PassageEncoder
+    from embedops.errors import ArtifactError
+    from embedops.models import resolve
+    from embedops.serve.engine import Engine
+    from embedops.serve.lanes import lanes_on
+
+    calls = itertools.count()  # next() is atomic: the lanes call it from two threads
+
+    class Failing(Engine):
+        def embed(self, batch: list[list[int]], *, alone: bool = False) -> np.ndarray:
+            vectors = super().embed(batch, alone=alone)
+            return vectors[:, :3] if next(calls) == 3 else vectors  # the third batch comes back too narrow
+
+    engine = Failing(resolve(onnx_artifact), device="cpu", lanes=lanes_on(2, wide=False))  # loading was call 0
+    with pytest.raises(ArtifactError, match="shape"):
+        PassageEncoder(engine, EncodeOptions(batch_size=1)).encode([f"text {index}" for index in range(200)])
+    assert next(calls) < 100, "the batches after the failed one were cancelled"

@@ -13,6 +13,7 @@ from embedops.cli import build_parser
 from embedops.models import resolve
 from embedops.serve.batcher import Batcher, BatchLimits
 from embedops.serve.engine import Engine
+from embedops.serve.lanes import CpuLanes
 from embedops.serve.metrics import ServeMetrics
 from embedops.serve.settings import ServeSettings
 
@@ -132,7 +133,7 @@ def test_a_batch_runs_alone_only_when_nothing_else_runs_or_waits(onnx_artifact: 
             seen.append(alone)
             return super().embed(batch, alone=alone)
 
-    engine = Recording(resolve(onnx_artifact), threads=1, sessions=1, wide_threads=2)
+    engine = Recording(resolve(onnx_artifact), lanes=CpuLanes(lanes=2, threads=1, cores=2))
     seen.clear()  # loading ran a batch to learn the width
 
     async def scenario() -> None:

@@ -12,6 +12,7 @@ import numpy as np
 
 from embedops.models import load, resolve
 from embedops.serve.engine import Engine
+from embedops.serve.lanes import CpuLanes
 
 
 def test_onnx_artifact_is_served_by_onnxruntime(onnx_artifact: Path) -> None:
@@ -46,9 +47,9 @@ def test_lanes_of_several_threads_run_on_sessions_of_their_own(onnx_artifact: Pa
     from embedops.serve.onnx_forward import OnnxForward
 
     single = Engine(resolve(onnx_artifact), device="cpu")
-    engine = Engine(resolve(onnx_artifact), device="cpu", threads=2, sessions=2)
+    engine = Engine(resolve(onnx_artifact), device="cpu", lanes=CpuLanes(lanes=2, threads=2, cores=4, wide=False))
     forward = engine._forward
-    assert isinstance(forward, OnnxForward) and len(forward.sessions) == 2 and engine.session_threads == 2
+    assert isinstance(forward, OnnxForward) and len(forward.sessions) == 2 and forward.wide is None
     assert forward.sessions[0] is not forward.sessions[1]
     used: list[object] = []
     started, release = threading.Barrier(4), threading.Event()  # three calls and this thread
@@ -91,7 +92,7 @@ def test_lanes_of_several_threads_run_on_sessions_of_their_own(onnx_artifact: Pa
 def test_a_batch_alone_runs_on_the_wide_session(onnx_artifact: Path) -> None:
     from embedops.serve.onnx_forward import OnnxForward
 
-    engine = Engine(resolve(onnx_artifact), device="cpu", threads=1, wide_threads=2)
+    engine = Engine(resolve(onnx_artifact), device="cpu", lanes=CpuLanes(lanes=2, threads=1, cores=2))
     forward = engine._forward
     assert isinstance(forward, OnnxForward) and forward.wide is not None
     ran: list[str] = []

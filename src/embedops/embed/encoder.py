@@ -6,6 +6,7 @@ job and every Ray actor use this one class.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,10 +81,16 @@ class PassageEncoder:
         ids = [engine.with_special_tokens(c, truncate=True, window=self.window) for c in content]
         del content
         vectors = np.empty((len(ids), engine.info.dim), dtype=np.float32)
-        for rows in batches([len(row) for row in ids], options.batch_size):
-            batch = engine.embed([ids[i] for i in rows])
-            engine.check_output(batch, len(rows))
-            vectors[rows] = batch
-            if progress is not None:
-                progress(len(rows))
+
+        def embed(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return rows, engine.embed([ids[i] for i in rows])
+
+        # The engine's lanes each run a batch at once (serve/lanes.py); results are taken in order here, and
+        # leaving the loop on an error cancels the batches not yet started (`Executor.map` does).
+        with ThreadPoolExecutor(engine.concurrent_batches, thread_name_prefix="embed-lane") as lanes:
+            for rows, batch in lanes.map(embed, batches([len(row) for row in ids], options.batch_size)):
+                engine.check_output(batch, len(rows))
+                vectors[rows] = batch
+                if progress is not None:
+                    progress(len(rows))
         return engine.finish(vectors, normalize=options.normalize, dimensions=options.dimensions)

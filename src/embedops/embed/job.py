@@ -223,6 +223,7 @@ def run_embed(config: EmbedConfig) -> EmbedResult:
 
     from embedops.models import resolve
     from embedops.serve.engine import Engine
+    from embedops.serve.lanes import cores_per_worker, lanes_on
 
     config.check()
     started = time.perf_counter()
@@ -248,7 +249,8 @@ def run_embed(config: EmbedConfig) -> EmbedResult:
     logger.info("read %d passages from %s", found.count, source.path)
     # The driver loads the model too, on the Ray engine as well: options are checked against it
     # and the vector width measured before any shard is sent out.
-    encoder = PassageEncoder(Engine(ref, device=config.device), config.encode_options)
+    engine = Engine(ref, device=config.device, lanes=lanes_on(cores_per_worker(), wide=False))
+    encoder = PassageEncoder(engine, config.encode_options)
     _clear_output(output, keep_shards=previous is not None)
     manifest = previous or EmbedManifest(
         **plan,

@@ -99,14 +99,8 @@ def serving_engine(settings: ServeSettings, ref: ModelRef) -> Engine:
     """The engine a server runs: an ONNX artifact on a CPU opened for the lanes of serve/lanes.py."""
     from embedops.serve.lanes import cpu_lanes
 
-    layout = cpu_lanes(settings.concurrency, settings.workers)
     return Engine(
-        ref,
-        device=settings.device,
-        dtype=settings.dtype,
-        threads=layout.threads,
-        sessions=layout.sessions,
-        wide_threads=layout.wide_threads,
+        ref, device=settings.device, dtype=settings.dtype, lanes=cpu_lanes(settings.concurrency, settings.workers)
     )
 
 

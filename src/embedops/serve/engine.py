@@ -19,6 +19,7 @@ import numpy as np
 from embedops.errors import ArtifactError, ConfigError, RequestError
 from embedops.models import ModelRef, load, read_json
 from embedops.quantize.kernels import cpu_class, serving_warning
+from embedops.serve.lanes import CpuLanes
 from embedops.serve.onnx_forward import OnnxForward
 from embedops.serve.tokenizer import ServingTokenizer
 
@@ -66,9 +67,7 @@ class Engine:
         *,
         device: str | None = None,
         dtype: str = "auto",
-        threads: int | None = None,
-        sessions: int = 1,
-        wide_threads: int | None = None,
+        lanes: CpuLanes | None = None,
     ) -> None:
         self.ref = ref
         manifest = ref.manifest
@@ -81,9 +80,9 @@ class Engine:
         self.model: Any = None  # the SentenceTransformer, when one was loaded
         self._forward: Forward
         onnx_cpu = backend == "onnx" and device in (None, "cpu")
-        lean = _open_onnx(ref, threads, sessions, wide_threads) if onnx_cpu else None
-        # The intra-op threads of an ONNX Runtime session opened here, sized for the server's lanes.
-        self.session_threads = threads if lean is not None else None
+        lean = _open_onnx(ref, lanes) if onnx_cpu else None
+        # The layout of the ONNX Runtime sessions opened here (None: not opened for lanes).
+        self.lanes = lanes if lean is not None else None
         if lean is not None:
             self._forward, self.tokenizer, self.prompts, max_seq_length, normalizes = lean
             device_name = "cpu"
@@ -118,6 +117,12 @@ class Engine:
         warning = serving_warning(manifest.quantization) if device_name == "cpu" else None
         if warning:
             logger.warning("%s: %s", ref.name, warning)
+
+    @property
+    def concurrent_batches(self) -> int:
+        """Batches this engine runs at once to use its cores: one per lane, else one (torch already spreads
+        one batch over every core, and a GPU runs one batch at a time)."""
+        return self.lanes.lanes if self.lanes is not None else 1
 
     def _measured_width(self) -> int:
         """The width the model really produces (one forward pass), held against what its manifest says:
@@ -264,13 +269,18 @@ class _TorchForward:
 
 
 def _open_onnx(
-    ref: ModelRef, threads: int | None, sessions: int, wide_threads: int | None
+    ref: ModelRef, lanes: CpuLanes | None
 ) -> tuple[OnnxForward, ServingTokenizer, dict[str, str], int | None, bool] | None:
     """An ONNX artifact opened from its files: forward, tokenizer, prompts, window, whether it normalizes."""
     directory, file = ref.path, ref.manifest.file
     if not file or not (directory / file).is_file() or not (directory / "modules.json").is_file():
         return None  # `load` reports what is missing
-    forward = OnnxForward.from_directory(directory, file, threads=threads, copies=sessions, wide_threads=wide_threads)
+    if lanes is None:  # one session on ONNX Runtime's default threads
+        forward = OnnxForward.from_directory(directory, file)
+    else:
+        forward = OnnxForward.from_directory(
+            directory, file, threads=lanes.threads, copies=lanes.sessions, wide_threads=lanes.wide_threads
+        )
     if forward is None:
         return None
     st_config = read_json(directory / "sentence_bert_config.json")

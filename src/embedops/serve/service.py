@@ -20,7 +20,7 @@ from embedops.errors import RequestError
 from embedops.serve.batcher import Batcher, BatchLimits
 from embedops.serve.engine import Engine
 from embedops.serve.errors import ClientGone, ShuttingDown
-from embedops.serve.lanes import batch_tokens, engine_lanes
+from embedops.serve.lanes import batch_tokens
 from embedops.serve.metrics import ServeMetrics
 from embedops.serve.settings import ServeSettings
 from embedops.serve.tokenizer import Token
@@ -71,7 +71,7 @@ class EmbeddingService:
             engine,
             metrics,
             BatchLimits(
-                engine_lanes(settings.concurrency, settings.workers, onnx_cpu=engine.session_threads is not None),
+                settings.concurrency or engine.concurrent_batches,
                 settings.batch_size,
                 batch_tokens(settings.max_batch_tokens, engine.info.device),
             ),

@@ -65,7 +65,7 @@ def register(app: FastAPI, service: EmbeddingService, gate: Gate, doc: ApiDoc) -
                     "batch_size": settings.batch_size,
                     "max_batch_tokens": service.batcher.limits.max_batch_tokens,
                     "concurrency": service.batcher.limits.concurrency,
-                    "session_threads": service.engine.session_threads,
+                    "session_threads": lanes.threads if (lanes := service.engine.lanes) else None,
                 },
                 "auth": settings.api_key is not None,
                 "ready": service.ready,
