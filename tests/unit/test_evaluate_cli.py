@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from embedops.artifact import ArtifactBuilder, Manifest, read_manifest
@@ -127,3 +128,33 @@ def test_seed_script_forwards_to_the_cli() -> None:
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert done.returncode == 0 and "--fail-below" in done.stdout
+
+
+def test_an_onnx_artifact_is_scored_on_the_vectors_it_serves(onnx_artifact: Path, triples: Path) -> None:
+    """On the CPU an ONNX artifact is encoded by the server's engine in lanes: the same vectors as
+    sentence-transformers' encode of the same graph, so the same scores."""
+    from embedops.evaluate.datasets import load_task
+    from embedops.evaluate.encoders import ModelEncoder, embed
+    from embedops.evaluate.scoring import score
+    from embedops.models import load
+    from embedops.serve.engine import Engine
+
+    texts = [line.split("\t")[1] for line in triples.read_text().splitlines()]
+    encoder = ModelEncoder(str(onnx_artifact))
+    engine = encoder.load()
+    assert isinstance(engine, Engine) and engine.model is None and engine.concurrent_batches >= 1
+    model = load(encoder.ref, device="cpu")
+    expected = model.encode(texts, batch_size=4, convert_to_numpy=True, normalize_embeddings=True)
+    np.testing.assert_allclose(embed(encoder, texts, batch_size=4, label="test"), expected, atol=1e-5)
+    task = load_task(triples)
+
+    class SentenceTransformerEncoder:
+        name = "st"
+
+        def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+            return model.encode(texts, batch_size=batch_size, convert_to_numpy=True)
+
+    metrics = ["ndcg@10", "mrr@10"]
+    assert score(task, encoder, metrics=metrics, batch_size=4) == pytest.approx(
+        score(task, SentenceTransformerEncoder(), metrics=metrics, batch_size=4), abs=1e-9
+    )

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 
 from embedops.models import ModelRef, resolve
+from embedops.serve.engine import Engine
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -34,32 +35,49 @@ class Encoder(Protocol):
 
 
 class ModelEncoder:
-    """A model reference, resolved now (cheap, fails fast) and loaded on first use."""
+    """A model reference, resolved now (cheap, fails fast) and loaded on first use.
+
+    An ONNX artifact on the CPU is encoded by the server's engine (`serve.engine.Engine`, in lanes, as
+    `embedops embed` does): its scores are those of the vectors it serves, and it runs about twice as
+    fast as sentence-transformers' `encode` of the same graph (bench/RESULTS.md, corpus re-embedding).
+    Every other model goes through `embedops.models.load` and `SentenceTransformer.encode`.
+    """
 
     def __init__(self, reference: str, *, device: str | None = None) -> None:
         self.name = reference
         self.ref: ModelRef = resolve(reference)
         self.device = device
-        self._model: SentenceTransformer | None = None
+        self._model: SentenceTransformer | Engine | None = None
 
     @property
     def artifact_dir(self) -> Path | None:
         """Where to record results: only embedops artifacts carry a manifest to write into."""
         return self.ref.path if self.ref.source == "artifact" else None
 
-    def load(self) -> SentenceTransformer:
-        """The weights, loaded once; called before timing so the first model does not pay the imports."""
+    def load(self) -> SentenceTransformer | Engine:
+        """The model, loaded once; called before timing so the first model does not pay the imports."""
         if self._model is None:
-            from embedops.models import load
+            if self.ref.manifest.backend == "onnx" and self.device in (None, "cpu"):
+                from embedops.serve.lanes import cores_per_worker, lanes_on
 
-            self._model = load(self.ref, device=self.device)
+                engine = Engine(self.ref, device="cpu", lanes=lanes_on(cores_per_worker(), wide=False))
+                self._model = engine.model or engine  # the SentenceTransformer where the engine needed one
+            else:
+                from embedops.models import load
+
+                self._model = load(self.ref, device=self.device)
         return self._model
 
     def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
-        return self.load().encode(list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+        model = self.load()
+        if isinstance(model, Engine):
+            from embedops.embed.encoder import EncodeOptions, PassageEncoder
+
+            return PassageEncoder(model, EncodeOptions(batch_size=batch_size)).encode(list(texts))
+        return model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
 
     def close(self) -> None:
-        """Drop the weights, so comparing several models holds one in memory at a time."""
+        """Drop the model, so comparing several models holds one in memory at a time."""
         self._model = None
 
 
