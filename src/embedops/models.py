@@ -319,7 +319,13 @@ def _load_onnx(ref: ModelRef, *, device: str | None) -> SentenceTransformer:
     modules = [_onnx_runtime_transformer().load(str(ref.path), backend="onnx", model_kwargs={"file_name": file})]
     for entry in entries[1:]:
         modules.append(_sentence_transformers_module(entry, modules_file).load(str(ref.path / entry["path"])))
-    return SentenceTransformer(modules=modules, device="cpu")
+    prompts = read_json(ref.path / "config_sentence_transformers.json")  # as a hub model's own load reads them
+    return SentenceTransformer(
+        modules=modules,
+        device="cpu",
+        prompts=prompts.get("prompts") or {},
+        default_prompt_name=prompts.get("default_prompt_name"),
+    )
 
 
 def _sentence_transformers_module(entry: dict[str, Any], source: Path) -> Any:

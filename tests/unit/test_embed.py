@@ -295,10 +295,10 @@ def test_batches_in_lanes_keep_every_vector_in_its_row(onnx_artifact: Path) -> N
     from embedops.embed.encoder import EncodeOptions, PassageEncoder
     from embedops.models import resolve
     from embedops.serve.engine import Engine
-    from embedops.serve.lanes import lanes_on
+    from embedops.serve.lanes import batch_job_lanes
 
     texts = [f"passage {index} " + "about the sea and the ice " * (index % 7) for index in range(60)]
-    engine = Engine(resolve(onnx_artifact), device="cpu", lanes=lanes_on(2, wide=False))
+    engine = Engine(resolve(onnx_artifact), device="cpu", lanes=batch_job_lanes(2))
     assert engine.concurrent_batches == 2
     seen: list[int] = []
     vectors = PassageEncoder(engine, EncodeOptions(batch_size=4)).encode(texts, seen.append)
@@ -312,7 +312,7 @@ def test_a_failed_batch_stops_the_lanes_and_reaches_the_caller(onnx_artifact: Pa
     from embedops.errors import ArtifactError
     from embedops.models import resolve
     from embedops.serve.engine import Engine
-    from embedops.serve.lanes import lanes_on
+    from embedops.serve.lanes import batch_job_lanes
 
     calls = itertools.count()  # next() is atomic: the lanes call it from two threads
 
@@ -321,7 +321,7 @@ def test_a_failed_batch_stops_the_lanes_and_reaches_the_caller(onnx_artifact: Pa
             vectors = super().embed(batch, alone=alone)
             return vectors[:, :3] if next(calls) == 3 else vectors  # the third batch comes back too narrow
 
-    engine = Failing(resolve(onnx_artifact), device="cpu", lanes=lanes_on(2, wide=False))  # loading was call 0
+    engine = Failing(resolve(onnx_artifact), device="cpu", lanes=batch_job_lanes(2))  # loading was call 0
     with pytest.raises(ArtifactError, match="shape"):
         PassageEncoder(engine, EncodeOptions(batch_size=1)).encode([f"text {index}" for index in range(200)])
     assert next(calls) < 100, "the batches after the failed one were cancelled"

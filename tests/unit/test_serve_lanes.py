@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from embedops.serve.lanes import MAX_AUTO_LANES, CpuLanes, lanes_on
+from embedops.serve.lanes import MAX_AUTO_LANES, batch_job_lanes, cores_per_worker, lanes_on
 
 
 @pytest.mark.parametrize(
@@ -17,12 +17,15 @@ from embedops.serve.lanes import MAX_AUTO_LANES, CpuLanes, lanes_on
         (4, 3, (3, 1, 1, 4)),  # a core left over goes to the wide session only
     ],
 )
-def test_lanes_share_out_the_cores(cores: int, concurrency: int | None, expected: tuple) -> None:
+def test_lanes_share_out_the_cores(
+    cores: int, concurrency: int | None, expected: tuple[int, int, int, int | None]
+) -> None:
     layout = lanes_on(cores, concurrency)
     assert (layout.lanes, layout.threads, layout.sessions, layout.wide_threads) == expected
 
 
-def test_a_layout_without_a_wide_session_opens_none() -> None:
-    """A corpus job's batches always have company, so it asks for no session on every core."""
-    assert lanes_on(2, wide=False) == CpuLanes(lanes=2, threads=1, cores=2, wide=False)
-    assert lanes_on(2, wide=False).wide_threads is None
+def test_a_batch_job_runs_a_one_thread_lane_per_core_on_one_session() -> None:
+    """Throughput, not one batch's latency: every core a lane, one copy of the weights, no wide session."""
+    layout = batch_job_lanes(8)
+    assert (layout.lanes, layout.threads, layout.sessions, layout.wide_threads) == (8, 1, 1, None)
+    assert batch_job_lanes().cores == cores_per_worker()

@@ -1,6 +1,6 @@
 """Passages → finished vectors with a loaded engine, in the server's steps (prompt, tokenize, window,
 embed, finish), so a vector equals what `/embed` returns for the same model and options. The local
-job and every Ray actor use this one class.
+job, every Ray actor and `eval` of an ONNX artifact use this one class.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from embedops.serve.engine import Engine
 
 # Most rows x width² in one batch. Attention memory grows with the square of the width: MiniLM int8 on
 # ONNX Runtime peaked at 1,370 MiB for 32 inputs of 512 tokens, 639 MiB for 8 and 192 MiB for 32 of
-# 128, at the same tokens/s, so long inputs go in small batches and short ones in full ones.
+# 128, at the same tokens/s, so long inputs go in small batches and short ones in full ones. The budget
+# is per batch, and an engine in lanes runs one batch per lane at once.
 _ATTENTION_BUDGET = 32 * 128**2
 
 
@@ -60,7 +61,8 @@ class PassageEncoder:
             )
         self.engine = engine
         self.options = options
-        self.prompt = engine.prompts[options.prompt_name] if options.prompt_name else ""
+        prompt_name = options.prompt_name or engine.default_prompt_name  # the server's choice of prompt
+        self.prompt = engine.prompts[prompt_name] if prompt_name else ""
         self.window = options.max_seq_length or info.max_seq_length
         self.truncated = 0
 
@@ -85,12 +87,21 @@ class PassageEncoder:
         def embed(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             return rows, engine.embed([ids[i] for i in rows])
 
-        # The engine's lanes each run a batch at once (serve/lanes.py); results are taken in order here, and
-        # leaving the loop on an error cancels the batches not yet started (`Executor.map` does).
-        with ThreadPoolExecutor(engine.concurrent_batches, thread_name_prefix="embed-lane") as lanes:
-            for rows, batch in lanes.map(embed, batches([len(row) for row in ids], options.batch_size)):
+        def collect(results: Iterator[tuple[np.ndarray, np.ndarray]]) -> None:
+            for rows, batch in results:
                 engine.check_output(batch, len(rows))
                 vectors[rows] = batch
                 if progress is not None:
                     progress(len(rows))
+
+        groups = batches([len(row) for row in ids], options.batch_size)
+        if engine.concurrent_batches == 1:  # torch and accelerators: one batch at a time, on this thread
+            collect(map(embed, groups))
+        else:  # a batch per lane at once (serve/lanes.py), every batch submitted at once, taken in order
+            with ThreadPoolExecutor(engine.concurrent_batches, thread_name_prefix="embed-lane") as lanes:
+                try:
+                    collect(lanes.map(embed, groups))
+                except BaseException:
+                    lanes.shutdown(cancel_futures=True)  # a failed batch drops those not yet started
+                    raise
         return engine.finish(vectors, normalize=options.normalize, dimensions=options.dimensions)

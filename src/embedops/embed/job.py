@@ -65,7 +65,7 @@ class EmbedConfig(FromFlags):
     ray_address: str | None = None  # an existing cluster; None starts a local one
     concurrency: int | None = None  # Ray actors, each with its own model copy (default: CPUs / cpus_per_actor)
     num_gpus: float = 0.0  # per Ray actor
-    cpus_per_actor: int = 1  # Ray CPUs per actor, and the threads its ONNX Runtime session uses
+    cpus_per_actor: int = 1  # Ray CPUs per actor, and the batches its ONNX Runtime session runs at once
 
     def source(self) -> CorpusSource:
         return open_source(
@@ -223,7 +223,7 @@ def run_embed(config: EmbedConfig) -> EmbedResult:
 
     from embedops.models import resolve
     from embedops.serve.engine import Engine
-    from embedops.serve.lanes import cores_per_worker, lanes_on
+    from embedops.serve.lanes import batch_job_lanes
 
     config.check()
     started = time.perf_counter()
@@ -249,7 +249,9 @@ def run_embed(config: EmbedConfig) -> EmbedResult:
     logger.info("read %d passages from %s", found.count, source.path)
     # The driver loads the model too, on the Ray engine as well: options are checked against it
     # and the vector width measured before any shard is sent out.
-    engine = Engine(ref, device=config.device, lanes=lanes_on(cores_per_worker(), wide=False))
+    # The Ray driver only checks the options and measures the width: one session on default threads.
+    lanes = batch_job_lanes() if config.engine == "local" else None
+    engine = Engine(ref, device=config.device, lanes=lanes)
     encoder = PassageEncoder(engine, config.encode_options)
     _clear_output(output, keep_shards=previous is not None)
     manifest = previous or EmbedManifest(

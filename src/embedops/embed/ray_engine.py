@@ -43,7 +43,7 @@ class ShardActor:
         from embedops.embed.manifest import model_fingerprint
         from embedops.models import resolve
         from embedops.serve.engine import Engine
-        from embedops.serve.lanes import lanes_on
+        from embedops.serve.lanes import batch_job_lanes
 
         ray = _ray()
         settings = EmbedConfig(**config)
@@ -53,7 +53,7 @@ class ShardActor:
             raise ArtifactError(f"node {self.node}: its copy of {settings.model} differs from the driver's")
         self.source = settings.source()
         device = settings.device or ("cuda" if settings.num_gpus else None)
-        engine = Engine(ref, device=device, lanes=lanes_on(settings.cpus_per_actor, wide=False))
+        engine = Engine(ref, device=device, lanes=batch_job_lanes(settings.cpus_per_actor))
         self.encoder = PassageEncoder(engine, settings.encode_options)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -1,8 +1,8 @@
 """What `eval --model` accepts: anything that turns texts into vectors.
 
 An `Encoder` is a name plus `encode(texts, batch_size)`. Models (artifact directories of any backend,
-plain SentenceTransformer directories, hub ids) are loaded through `embedops.models.load` only; a live
-endpoint becomes one more `Encoder` kind, opened by URL in `open_encoder`.
+plain SentenceTransformer directories, hub ids) are `ModelEncoder`s; a live endpoint becomes one more
+`Encoder` kind, opened by URL in `open_encoder`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ class ModelEncoder:
     An ONNX artifact on the CPU is encoded by the server's engine (`serve.engine.Engine`, in lanes, as
     `embedops embed` does): its scores are those of the vectors it serves, and it runs about twice as
     fast as sentence-transformers' `encode` of the same graph (bench/RESULTS.md, corpus re-embedding).
-    Every other model goes through `embedops.models.load` and `SentenceTransformer.encode`.
+    Every other model (and an ONNX artifact whose module chain the engine does not take over, with a
+    Dense layer say) goes through `embedops.models.load` and `SentenceTransformer.encode`.
     """
 
     def __init__(self, reference: str, *, device: str | None = None) -> None:
@@ -58,10 +59,11 @@ class ModelEncoder:
         """The model, loaded once; called before timing so the first model does not pay the imports."""
         if self._model is None:
             if self.ref.manifest.backend == "onnx" and self.device in (None, "cpu"):
-                from embedops.serve.lanes import cores_per_worker, lanes_on
+                from embedops.serve.lanes import batch_job_lanes
 
-                engine = Engine(self.ref, device="cpu", lanes=lanes_on(cores_per_worker(), wide=False))
-                self._model = engine.model or engine  # the SentenceTransformer where the engine needed one
+                engine = Engine(self.ref, device="cpu", lanes=batch_job_lanes())
+                # The SentenceTransformer where the artifact's module chain needs one (a Dense layer, ...).
+                self._model = engine.model if engine.model is not None else engine
             else:
                 from embedops.models import load
 

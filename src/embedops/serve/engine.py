@@ -58,7 +58,8 @@ class Engine:
     """A model loaded once for serving: `tokenize` then `embed` batches of token ids.
 
     ONNX artifacts whose chain is session → pooling → normalize are opened from their files (no
-    torch, no sentence-transformers); everything else is loaded as a SentenceTransformer.
+    torch, no sentence-transformers), in `lanes` where given (serve/lanes.py: the sessions, their
+    threads, and how many batches run at once); everything else is loaded as a SentenceTransformer.
     """
 
     def __init__(
@@ -84,7 +85,7 @@ class Engine:
         # The layout of the ONNX Runtime sessions opened here (None: not opened for lanes).
         self.lanes = lanes if lean is not None else None
         if lean is not None:
-            self._forward, self.tokenizer, self.prompts, max_seq_length, normalizes = lean
+            self._forward, self.tokenizer, self.prompts, default_prompt, max_seq_length, normalizes = lean
             device_name = "cpu"
         else:
             self.model = load(ref, device=device)
@@ -98,9 +99,12 @@ class Engine:
             lowercase = bool(getattr(self.model[0], "do_lower_case", False))
             self.tokenizer = ServingTokenizer.from_transformers(self.model.tokenizer, lowercase=lowercase)
             self.prompts = dict(self.model.prompts or {})
+            default_prompt = self.model.default_prompt_name
             max_seq_length = self.model.max_seq_length
             normalizes = any(type(module).__name__ == "Normalize" for module in self.model)
             device_name = str(self.model.device)
+        # The prompt put before texts that name none, as sentence-transformers' encode does.
+        self.default_prompt_name: str | None = default_prompt
         self.info = EngineInfo(
             model=ref.name,
             dim=self._measured_width(),
@@ -270,8 +274,9 @@ class _TorchForward:
 
 def _open_onnx(
     ref: ModelRef, lanes: CpuLanes | None
-) -> tuple[OnnxForward, ServingTokenizer, dict[str, str], int | None, bool] | None:
-    """An ONNX artifact opened from its files: forward, tokenizer, prompts, window, whether it normalizes."""
+) -> tuple[OnnxForward, ServingTokenizer, dict[str, str], str | None, int | None, bool] | None:
+    """An ONNX artifact opened from its files: forward, tokenizer, prompts, default prompt name, window,
+    whether it normalizes."""
     directory, file = ref.path, ref.manifest.file
     if not file or not (directory / file).is_file() or not (directory / "modules.json").is_file():
         return None  # `load` reports what is missing
@@ -287,5 +292,9 @@ def _open_onnx(
     tokenizer = ServingTokenizer.from_files(directory, lowercase=bool(st_config.get("do_lower_case", False)))
     if tokenizer is None:
         return None
-    prompts = read_json(directory / "config_sentence_transformers.json").get("prompts") or {}
-    return forward, tokenizer, dict(prompts), st_config.get("max_seq_length"), forward.normalize
+    prompts_config = read_json(directory / "config_sentence_transformers.json")
+    prompts = dict(prompts_config.get("prompts") or {})
+    # sentence-transformers checked that the default is one of the prompts when the artifact was built,
+    # and the file is verified against the manifest.
+    default_prompt = prompts_config.get("default_prompt_name")
+    return forward, tokenizer, prompts, default_prompt, st_config.get("max_seq_length"), forward.normalize

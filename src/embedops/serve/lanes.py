@@ -14,10 +14,10 @@ core (serve/onnx_forward.py). Served, against one batch at a time on both cores 
 batches (3 alternating rounds): 395 against 299 texts/s at 16 clients of 8 texts, one text alone 5.7
 against 5.9 ms p50.
 
-The corpus job (`embedops embed`, embed/encoder.py) runs its batches in the same lanes, without the
-session for a lone batch: 10,000 WikiQA passages in batches of 32, three alternating rounds, 682
-against 802 passages/s median (one batch at a time on both cores against two lanes), shards
-byte-identical; peak RSS 361 against 426 MiB.
+A batch job (`embedops embed`, a Ray actor, `eval`; embed/encoder.py) runs a one-thread lane per
+core on one session (`batch_job_lanes`): 10,000 WikiQA passages in batches of 32, three alternating
+rounds, 682 against 802 passages/s median (one batch at a time on both cores against two lanes),
+shards byte-identical; peak RSS 361 against 426 MiB.
 
 Small batches are faster on a CPU, for long inputs and short alike. Served on the same machine with
 two lanes (16 clients of 8 texts of about 50 tokens, three alternating rounds): 315 texts/s at 2048
@@ -59,7 +59,7 @@ class CpuLanes:
     threads: int
     cores: int
     # Whether a batch that runs alone gets a session on every core: a server's lone request does; a
-    # corpus job's batches always have company, so the session's memory would be spent for nothing.
+    # batch job's batches always have company, so the session's memory would be spent for nothing.
     wide: bool = True
 
     @property
@@ -74,15 +74,24 @@ class CpuLanes:
         return self.cores if self.wide and self.cores > self.threads else None
 
 
-def lanes_on(cores: int, concurrency: int | None = None, *, wide: bool = True) -> CpuLanes:
-    """`concurrency` lanes (default: one per core, at most `MAX_AUTO_LANES`) sharing `cores` cores."""
+def lanes_on(cores: int, concurrency: int | None = None) -> CpuLanes:
+    """A server's `concurrency` lanes (default: one per core, at most `MAX_AUTO_LANES`) sharing `cores`."""
     lanes = concurrency or auto_lanes(cores)
-    return CpuLanes(lanes, max(1, cores // lanes), cores, wide)
+    return CpuLanes(lanes, max(1, cores // lanes), cores)
 
 
 def cpu_lanes(concurrency: int | None, workers: int = 1) -> CpuLanes:
     """The lanes of one of `workers` server processes, on its share of this process's cores."""
     return lanes_on(cores_per_worker(workers), concurrency)
+
+
+def batch_job_lanes(cores: int | None = None) -> CpuLanes:
+    """A batch job's layout (`embedops embed`, a Ray actor, `eval`): a one-thread lane per core, all on
+    one session (one copy of the weights) and none for lone batches. Throughput is what counts there,
+    and one thread per batch gave the most of it (above); no request waits on one batch's latency, so
+    lanes are not capped at `MAX_AUTO_LANES`. `cores`: this process's, unless given (a Ray actor's)."""
+    cores = cores or cores_per_worker()
+    return CpuLanes(lanes=cores, threads=1, cores=cores, wide=False)
 
 
 def batch_tokens(max_batch_tokens: int | None, device: str) -> int:

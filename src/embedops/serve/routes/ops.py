@@ -53,6 +53,8 @@ def register(app: FastAPI, service: EmbeddingService, gate: Gate, doc: ApiDoc) -
                 "int8_ranges": service.ranges_source,
                 "cpu": info.cpu,
                 "max_seq_length": info.max_seq_length,
+                "prompts": sorted(service.engine.prompts),
+                "default_prompt_name": service.engine.default_prompt_name,
                 "normalize": settings.normalize,
                 "model_normalizes": info.model_normalizes,
                 "auto_truncate": settings.auto_truncate,
@@ -65,7 +67,7 @@ def register(app: FastAPI, service: EmbeddingService, gate: Gate, doc: ApiDoc) -
                     "batch_size": settings.batch_size,
                     "max_batch_tokens": service.batcher.limits.max_batch_tokens,
                     "concurrency": service.batcher.limits.concurrency,
-                    "session_threads": lanes.threads if (lanes := service.engine.lanes) else None,
+                    "session_threads": lanes.threads if (lanes := service.engine.lanes) is not None else None,
                 },
                 "auth": settings.api_key is not None,
                 "ready": service.ready,
@@ -121,7 +123,8 @@ def register(app: FastAPI, service: EmbeddingService, gate: Gate, doc: ApiDoc) -
         {"quantization": {"type": ["object", "null"]}, "batch_invariant": flag, "cpu": name, "max_seq_length": COUNT}
         | {"normalize": flag, "model_normalizes": flag, "auto_truncate": flag, "embed_api": name, "limits": limits}
         | {"auth": flag, "ready": flag, "version": name}
-        | {"precisions": {"type": "array", "items": name}, "int8_ranges": {"type": ["string", "null"]}},
+        | {"precisions": {"type": "array", "items": name}, "int8_ranges": {"type": ["string", "null"]}}
+        | {"prompts": {"type": "array", "items": name}, "default_prompt_name": {"type": ["string", "null"]}},
     )
     app.add_api_route(
         "/info",

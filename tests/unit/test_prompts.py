@@ -1,0 +1,79 @@
+"""A model's default prompt (sentence-transformers' `default_prompt_name`) goes before every text that
+names no prompt, as sentence-transformers' encode puts it: on /embed, in `embedops embed` and in
+`eval`, for a torch model and an ONNX artifact alike; a named prompt takes its place."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from test_serve_app import LIMITS, run_server
+
+from embedops.models import load, resolve
+from embedops.serve.engine import Engine
+from embedops.serve.settings import ServeSettings
+
+TEXTS = ["how fast do glaciers melt?", "sea levels rise as the ice sheets shrink"]
+
+
+@pytest.fixture(scope="module")
+def prompted_model(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("prompted") / "prompted-model"
+    shutil.copytree(tiny_model_dir, target)
+    config_file = target / "config_sentence_transformers.json"
+    config = json.loads(config_file.read_text())
+    config |= {"prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": "query"}
+    config_file.write_text(json.dumps(config))
+    return target
+
+
+@pytest.fixture(scope="module")
+def prompted_artifact(prompted_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from embedops.quantize.config import QuantizeConfig
+    from embedops.quantize.pipeline import quantize
+
+    target = tmp_path_factory.mktemp("prompted-onnx") / "prompted-int8"
+    quantize(QuantizeConfig(model_path=str(prompted_model), output=str(target), dtype="int8", check_samples=8))
+    return target
+
+
+@pytest.mark.parametrize("kind", ["torch", "onnx"])
+def test_texts_naming_no_prompt_get_the_models_default(
+    kind: str, prompted_model: Path, prompted_artifact: Path, tmp_path: Path
+) -> None:
+    from embedops.embed.job import EmbedConfig, run_embed
+    from embedops.embed.manifest import read_embed_manifest
+    from embedops.embed.shards import read_vectors
+    from embedops.evaluate.encoders import ModelEncoder
+
+    path = prompted_model if kind == "torch" else prompted_artifact
+    model = load(resolve(path), device="cpu")
+    assert model.default_prompt_name == "query"
+    defaulted = model.encode(TEXTS)  # sentence-transformers puts the default prompt first
+    named = model.encode(TEXTS, prompt_name="passage")
+    assert not np.allclose(defaulted, model.encode(TEXTS, prompt=""), atol=1e-4), "the prompt changes the vectors"
+
+    engine = Engine(resolve(path), device="cpu")
+    assert engine.info.forward == ("onnxruntime+numpy" if kind == "onnx" else "sentence-transformers")
+    for url in run_server(ServeSettings(model=str(path), **LIMITS), engine):
+        with httpx.Client(base_url=url, timeout=30) as client:
+            info = client.get("/info").json()
+            served = client.post("/embed", json={"inputs": TEXTS}).json()["embeddings"]
+            served_named = client.post("/embed", json={"inputs": TEXTS, "prompt_name": "passage"}).json()
+    assert info["prompts"] == sorted(model.prompts) and info["default_prompt_name"] == "query"
+    np.testing.assert_allclose(served, defaulted, atol=1e-5)
+    np.testing.assert_allclose(served_named["embeddings"], named, atol=1e-5)
+
+    corpus = tmp_path / "corpus.tsv"
+    corpus.write_text("id\ttext\n" + "".join(f"d{index}\t{text}\n" for index, text in enumerate(TEXTS)))
+    run_embed(EmbedConfig(input=str(corpus), output=str(tmp_path / "out"), model=str(path)))
+    manifest = read_embed_manifest(tmp_path / "out")
+    assert manifest is not None
+    _, stored = read_vectors([tmp_path / "out" / entry["file"] for entry in manifest.shards])
+    np.testing.assert_allclose(stored, defaulted, atol=1e-5)
+
+    np.testing.assert_allclose(ModelEncoder(str(path)).encode(TEXTS, batch_size=2), defaulted, atol=1e-5)
