@@ -319,13 +319,9 @@ def _load_onnx(ref: ModelRef, *, device: str | None) -> SentenceTransformer:
     modules = [_onnx_runtime_transformer().load(str(ref.path), backend="onnx", model_kwargs={"file_name": file})]
     for entry in entries[1:]:
         modules.append(_sentence_transformers_module(entry, modules_file).load(str(ref.path / entry["path"])))
-    prompts = read_json(ref.path / "config_sentence_transformers.json")  # as a hub model's own load reads them
-    return SentenceTransformer(
-        modules=modules,
-        device="cpu",
-        prompts=prompts.get("prompts") or {},
-        default_prompt_name=prompts.get("default_prompt_name"),
-    )
+    # Its prompts, for a request that names one; a default prompt is not applied, as on the lean path.
+    prompts = read_json(ref.path / "config_sentence_transformers.json").get("prompts") or {}
+    return SentenceTransformer(modules=modules, device="cpu", prompts=prompts)
 
 
 def _sentence_transformers_module(entry: dict[str, Any], source: Path) -> Any:

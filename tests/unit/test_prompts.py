@@ -1,6 +1,6 @@
-"""A model's default prompt (sentence-transformers' `default_prompt_name`) goes before every text that
-names no prompt, as sentence-transformers' encode puts it: on /embed, in `embedops embed` and in
-`eval`, for a torch model and an ONNX artifact alike; a named prompt takes its place."""
+"""Prompts, as text-embeddings-inference applies them: a model's prompt goes before texts when a request
+(or `embedops embed --prompt-name`) names it, and a model's `default_prompt_name` is not applied but
+pointed out when the model is loaded; for a torch model and an ONNX artifact alike."""
 
 from __future__ import annotations
 
@@ -42,38 +42,37 @@ def prompted_artifact(prompted_model: Path, tmp_path_factory: pytest.TempPathFac
 
 
 @pytest.mark.parametrize("kind", ["torch", "onnx"])
-def test_texts_naming_no_prompt_get_the_models_default(
-    kind: str, prompted_model: Path, prompted_artifact: Path, tmp_path: Path
+def test_a_prompt_goes_before_texts_only_when_named(
+    kind: str, prompted_model: Path, prompted_artifact: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from embedops.embed.job import EmbedConfig, run_embed
     from embedops.embed.manifest import read_embed_manifest
     from embedops.embed.shards import read_vectors
-    from embedops.evaluate.encoders import ModelEncoder
 
     path = prompted_model if kind == "torch" else prompted_artifact
     model = load(resolve(path), device="cpu")
-    assert model.default_prompt_name == "query"
-    defaulted = model.encode(TEXTS)  # sentence-transformers puts the default prompt first
+    assert model.prompts["passage"] == "passage: ", "the ONNX artifact's prompts reach its SentenceTransformer too"
+    as_sent = model.encode(TEXTS, prompt="")
     named = model.encode(TEXTS, prompt_name="passage")
-    assert not np.allclose(defaulted, model.encode(TEXTS, prompt=""), atol=1e-4), "the prompt changes the vectors"
+    assert not np.allclose(as_sent, named, atol=1e-4), "the prompt changes the vectors"
 
-    engine = Engine(resolve(path), device="cpu")
+    with caplog.at_level("WARNING", logger="embedops.serve.engine"):
+        engine = Engine(resolve(path), device="cpu")
+    assert "default_prompt_name 'query'" in caplog.text, "the model's default, not applied, is pointed out"
     assert engine.info.forward == ("onnxruntime+numpy" if kind == "onnx" else "sentence-transformers")
     for url in run_server(ServeSettings(model=str(path), **LIMITS), engine):
         with httpx.Client(base_url=url, timeout=30) as client:
             info = client.get("/info").json()
             served = client.post("/embed", json={"inputs": TEXTS}).json()["embeddings"]
             served_named = client.post("/embed", json={"inputs": TEXTS, "prompt_name": "passage"}).json()
-    assert info["prompts"] == sorted(model.prompts) and info["default_prompt_name"] == "query"
-    np.testing.assert_allclose(served, defaulted, atol=1e-5)
+    assert info["prompts"] == sorted(model.prompts) and "passage" in info["prompts"]
+    np.testing.assert_allclose(served, as_sent, atol=1e-5)
     np.testing.assert_allclose(served_named["embeddings"], named, atol=1e-5)
 
     corpus = tmp_path / "corpus.tsv"
     corpus.write_text("id\ttext\n" + "".join(f"d{index}\t{text}\n" for index, text in enumerate(TEXTS)))
-    run_embed(EmbedConfig(input=str(corpus), output=str(tmp_path / "out"), model=str(path)))
+    run_embed(EmbedConfig(input=str(corpus), output=str(tmp_path / "out"), model=str(path), prompt_name="passage"))
     manifest = read_embed_manifest(tmp_path / "out")
     assert manifest is not None
     _, stored = read_vectors([tmp_path / "out" / entry["file"] for entry in manifest.shards])
-    np.testing.assert_allclose(stored, defaulted, atol=1e-5)
-
-    np.testing.assert_allclose(ModelEncoder(str(path)).encode(TEXTS, batch_size=2), defaulted, atol=1e-5)
+    np.testing.assert_allclose(stored, named, atol=1e-5)

@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--dtype", choices=STORAGE_DTYPES, help="stored vector type")
     add("--batch-size", type=int, help="inputs per model call")
     add("--max-seq-length", type=int, help="cut passages to this many tokens (default: the model's window)")
-    add("--prompt-name", help="one of the model's prompts before each passage (default: the model's default prompt)")
+    add("--prompt-name", help="one of the model's prompts, put before each passage")
     add("--shard-size", type=int, help="passages per Parquet shard")
     add("--device", help="cpu, cuda, cuda:1, ... (default: best available)")
     add("--engine", choices=("local", "ray"), help="where to embed: local, or ray (Ray Data)")

@@ -61,8 +61,7 @@ class PassageEncoder:
             )
         self.engine = engine
         self.options = options
-        prompt_name = options.prompt_name or engine.default_prompt_name  # the server's choice of prompt
-        self.prompt = engine.prompts[prompt_name] if prompt_name else ""
+        self.prompt = engine.prompts[options.prompt_name] if options.prompt_name else ""
         self.window = options.max_seq_length or info.max_seq_length
         self.truncated = 0
 

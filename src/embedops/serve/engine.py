@@ -103,8 +103,13 @@ class Engine:
             max_seq_length = self.model.max_seq_length
             normalizes = any(type(module).__name__ == "Normalize" for module in self.model)
             device_name = str(self.model.device)
-        # The prompt put before texts that name none, as sentence-transformers' encode does.
-        self.default_prompt_name: str | None = default_prompt
+        if default_prompt:
+            logger.warning(
+                "%s sets default_prompt_name %r; as in text-embeddings-inference, a prompt goes before texts only "
+                "when a request names one (prompt_name)",
+                ref.name,
+                default_prompt,
+            )
         self.info = EngineInfo(
             model=ref.name,
             dim=self._measured_width(),
@@ -294,7 +299,5 @@ def _open_onnx(
         return None
     prompts_config = read_json(directory / "config_sentence_transformers.json")
     prompts = dict(prompts_config.get("prompts") or {})
-    # sentence-transformers checked that the default is one of the prompts when the artifact was built,
-    # and the file is verified against the manifest.
     default_prompt = prompts_config.get("default_prompt_name")
     return forward, tokenizer, prompts, default_prompt, st_config.get("max_seq_length"), forward.normalize

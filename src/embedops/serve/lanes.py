@@ -29,8 +29,10 @@ An accelerator keeps 2048.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 MAX_AUTO_LANES = 4
 CPU_BATCH_TOKENS = 512
@@ -38,12 +40,43 @@ ACCELERATOR_BATCH_TOKENS = 2048
 
 
 def cores_per_worker(workers: int = 1) -> int:
-    """The cores this process may run on (its CPU affinity), shared out between `workers` processes."""
+    """The cores this process may run on (its CPU affinity, lowered to its cgroup's CPU quota), shared
+    out between `workers` processes."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS and Windows have no affinity call
         cores = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    if quota is not None:
+        cores = min(cores, max(1, math.ceil(quota)))
     return max(1, cores // max(1, workers))
+
+
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup"), membership: Path = Path("/proc/self/cgroup")) -> float | None:
+    """The CPUs this process's cgroup may use (a Kubernetes CPU limit, `docker run --cpus`), or None when
+    it has no quota. Affinity does not show a quota: lanes sized by it alone would run more threads than
+    the quota lets run at once, and every batch would wait for CFS throttling."""
+    groups: dict[str, str] = {}  # controller ("" for cgroup v2) -> this process's group path
+    try:
+        for line in membership.read_text().splitlines():
+            _, controllers, group = line.split(":", 2)
+            for controller in controllers.split(","):
+                groups[controller] = group.lstrip("/")
+    except (OSError, ValueError):
+        pass
+    for directory in (root / groups.get("", ""), root):  # cgroup v2: "max 100000" or "200000 100000"
+        try:
+            limit, period = (directory / "cpu.max").read_text().split()[:2]
+            return None if limit == "max" else int(limit) / int(period)
+        except (OSError, ValueError):
+            continue
+    for directory in (root / "cpu" / groups.get("cpu", ""), root / "cpu"):  # cgroup v1: -1 when unlimited
+        try:
+            quota_us = int((directory / "cpu.cfs_quota_us").read_text())
+            return None if quota_us <= 0 else quota_us / int((directory / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def auto_lanes(cores: int) -> int:

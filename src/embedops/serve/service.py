@@ -184,9 +184,6 @@ class EmbeddingService:
             raise RequestError(f"dimensions must be between 1 and {self.info.dim}", param="dimensions")
 
     def with_prompt(self, texts: list[str], prompt_name: str | None) -> list[str]:
-        """Texts behind the named prompt, else behind the model's default prompt where it has one (as
-        sentence-transformers' encode does)."""
-        prompt_name = prompt_name if prompt_name is not None else self.engine.default_prompt_name
         if prompt_name is None:
             return texts
         prompts = self.engine.prompts

@@ -54,7 +54,6 @@ def register(app: FastAPI, service: EmbeddingService, gate: Gate, doc: ApiDoc) -
                 "cpu": info.cpu,
                 "max_seq_length": info.max_seq_length,
                 "prompts": sorted(service.engine.prompts),
-                "default_prompt_name": service.engine.default_prompt_name,
                 "normalize": settings.normalize,
                 "model_normalizes": info.model_normalizes,
                 "auto_truncate": settings.auto_truncate,
@@ -119,12 +118,12 @@ def register(app: FastAPI, service: EmbeddingService, gate: Gate, doc: ApiDoc) -
     # was not opened for lanes (torch, an accelerator).
     limits = obj({key: COUNT for key in counted} | {"session_threads": {"type": ["integer", "null"], "minimum": 1}})
     described = obj(
-        {"model": name, "dim": COUNT, "device": name, "backend": name, "dtype": name, "forward": name},
+        {"model": name, "dim": COUNT, "device": name, "backend": name, "dtype": name, "forward": name}
+        | {"prompts": {"type": "array", "items": name}},
         {"quantization": {"type": ["object", "null"]}, "batch_invariant": flag, "cpu": name, "max_seq_length": COUNT}
         | {"normalize": flag, "model_normalizes": flag, "auto_truncate": flag, "embed_api": name, "limits": limits}
         | {"auth": flag, "ready": flag, "version": name}
-        | {"precisions": {"type": "array", "items": name}, "int8_ranges": {"type": ["string", "null"]}}
-        | {"prompts": {"type": "array", "items": name}, "default_prompt_name": {"type": ["string", "null"]}},
+        | {"precisions": {"type": "array", "items": name}, "int8_ranges": {"type": ["string", "null"]}},
     )
     app.add_api_route(
         "/info",
