@@ -1,6 +1,7 @@
 """Prompts, as text-embeddings-inference applies them: a model's prompt goes before texts when a request
 (or `embedops embed --prompt-name`) names it, and a model's `default_prompt_name` is not applied but
-pointed out when the model is loaded; for a torch model and an ONNX artifact alike."""
+pointed out when the model is loaded; `eval` scores texts as the server embeds them; for a torch model
+and an ONNX artifact alike."""
 
 from __future__ import annotations
 
@@ -76,3 +77,7 @@ def test_a_prompt_goes_before_texts_only_when_named(
     assert manifest is not None
     _, stored = read_vectors([tmp_path / "out" / entry["file"] for entry in manifest.shards])
     np.testing.assert_allclose(stored, named, atol=1e-5)
+
+    from embedops.evaluate.encoders import ModelEncoder
+
+    np.testing.assert_allclose(ModelEncoder(str(path)).encode(TEXTS, batch_size=2), as_sent, atol=1e-5)

@@ -76,7 +76,10 @@ class ModelEncoder:
             from embedops.embed.encoder import EncodeOptions, PassageEncoder
 
             return PassageEncoder(model, EncodeOptions(batch_size=batch_size)).encode(list(texts))
-        return model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+        # prompt="": texts as the server embeds them, without a default_prompt_name the model may set.
+        return model.encode(
+            list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False, prompt=""
+        )
 
     def close(self) -> None:
         """Drop the model, so comparing several models holds one in memory at a time."""
