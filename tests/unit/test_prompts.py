@@ -81,3 +81,16 @@ def test_a_prompt_goes_before_texts_only_when_named(
     from embedops.evaluate.encoders import ModelEncoder
 
     np.testing.assert_allclose(ModelEncoder(str(path)).encode(TEXTS, batch_size=2), as_sent, atol=1e-5)
+
+
+def test_quantization_drift_compares_the_texts_as_served(prompted_artifact: Path, onnx_artifact: Path) -> None:
+    """The drift check embeds the same texts on both sides, without the default prompt that only the
+    fp32 SentenceTransformer would apply: the prompted model drifts as little as the same model without."""
+    from embedops.artifact import read_manifest
+
+    drift = {}
+    for name, path in (("prompted", prompted_artifact), ("plain", onnx_artifact)):
+        manifest = read_manifest(path)
+        assert manifest is not None and manifest.quantization is not None
+        drift[name] = manifest.quantization["drift"]["mean_cosine"]
+    assert drift["prompted"] == pytest.approx(drift["plain"], abs=1e-6)

@@ -83,7 +83,7 @@ def quantize(config: QuantizeConfig) -> QuantizeResult:
 def write_output_ranges(model: SentenceTransformer, directory: Path, texts: list[str], source: str) -> None:
     """The per-dimension ranges of the artifact's own vectors on the drift texts, for servers that return
     int8 or uint8 vectors (`vectors.RANGES_FILE`, hashed with the artifact's other files)."""
-    vectors = encode(model, texts, label="quantize: output ranges", batch_size=32, leave=False)
+    vectors = encode(model, texts, label="quantize: output ranges", batch_size=32, leave=False, prompt="")
     write_ranges(directory, Int8Ranges.of(vectors), texts=len(texts), source=source)
 
 
