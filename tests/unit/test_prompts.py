@@ -94,3 +94,25 @@ def test_quantization_drift_compares_the_texts_as_served(prompted_artifact: Path
         assert manifest is not None and manifest.quantization is not None
         drift[name] = manifest.quantization["drift"]["mean_cosine"]
     assert drift["prompted"] == pytest.approx(drift["plain"], abs=1e-6)
+
+
+def test_a_cut_from_the_left_keeps_the_named_prompt(prompted_model: Path) -> None:
+    """TEI's truncation_direction Left keeps a long text's end; the prompt before it stays whole."""
+    engine = Engine(resolve(prompted_model), device="cpu")
+    long_text = " ".join(f"word{index}" for index in range(200))
+    prompt_ids = engine.tokenizer.content_ids(["passage: "])[0]
+    text_ids = engine.tokenizer.content_ids(["passage: " + long_text])[0]
+    assert text_ids[: len(prompt_ids)] == prompt_ids
+    room = engine.info.max_seq_length - engine.tokenizer.specials
+    kept = engine.tokenizer.wrap(prompt_ids + text_ids[len(text_ids) - (room - len(prompt_ids)) :])
+    expected = engine.finish(engine.embed([kept]), normalize=False, dimensions=None)[0]
+    prompt_cut = engine.finish(
+        engine.embed([engine.tokenizer.wrap(text_ids[-room:])]), normalize=False, dimensions=None
+    )
+    assert not np.allclose(expected, prompt_cut[0], atol=1e-4), "losing the prompt changes the vector"
+    body = {"inputs": [long_text], "prompt_name": "passage", "truncate": True, "truncation_direction": "Left"}
+    for url in run_server(ServeSettings(model=str(prompted_model), **{**LIMITS, "max_chars": 4000}), engine):
+        with httpx.Client(base_url=url, timeout=30) as client:
+            response = client.post("/embed", json=body)
+    assert response.status_code == 200, response.text
+    np.testing.assert_allclose(response.json()["embeddings"][0], expected, atol=1e-5)

@@ -137,11 +137,13 @@ class Batcher:
         for thread in self._threads:
             await asyncio.to_thread(thread.join)
 
-    async def tokenize(self, texts: list[str], *, truncate: bool, left: bool = False) -> list[list[int]]:
+    async def tokenize(
+        self, texts: list[str], *, truncate: bool, left: bool = False, prompt: str = ""
+    ) -> list[list[int]]:
         """Token ids of `texts`; a large request is tokenized in a thread so the event loop keeps answering."""
         if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
-            return self.engine.tokenize(texts, truncate=truncate, left=left)
-        return await asyncio.to_thread(self.engine.tokenize, texts, truncate=truncate, left=left)
+            return self.engine.tokenize(texts, truncate=truncate, left=left, prompt=prompt)
+        return await asyncio.to_thread(self.engine.tokenize, texts, truncate=truncate, left=left, prompt=prompt)
 
     def embed(self, inputs: list[list[int]]) -> asyncio.Future[np.ndarray]:
         """Queue token-id inputs; the future gives one float32 row per input. Cancel it to drop the work."""

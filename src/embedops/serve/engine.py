@@ -155,24 +155,38 @@ class Engine:
         if not np.isfinite(output).all():
             raise ArtifactError("the model returned non-finite values (NaN or infinity)")
 
-    def tokenize(self, texts: list[str], *, truncate: bool, left: bool = False) -> list[list[int]]:
-        """Token ids with special tokens, cut to the model's window (or refused with 413 when too long)."""
-        content = self.tokenizer.content_ids(texts)
-        return [self.with_special_tokens(ids, truncate=truncate, left=left, index=i) for i, ids in enumerate(content)]
+    def tokenize(self, texts: list[str], *, truncate: bool, left: bool = False, prompt: str = "") -> list[list[int]]:
+        """Token ids of `prompt` + each text with special tokens, cut to the model's window (or refused with
+        413 when too long). A cut from the left keeps the prompt: it takes the text's start, not the prompt."""
+        content = self.tokenizer.content_ids([prompt + text for text in texts] if prompt else texts)
+        head = self.tokenizer.content_ids([prompt])[0] if prompt and left else []
+        return [
+            self.with_special_tokens(ids, truncate=truncate, left=left, index=i, keep=_common_prefix(ids, head))
+            for i, ids in enumerate(content)
+        ]
 
     def with_special_tokens(
-        self, ids: list[int], *, truncate: bool, left: bool = False, index: int = 0, window: int | None = None
+        self,
+        ids: list[int],
+        *,
+        truncate: bool,
+        left: bool = False,
+        index: int = 0,
+        window: int | None = None,
+        keep: int = 0,
     ) -> list[int]:
         """Wrap content ids for the model, keeping the side of a long input that the caller asked for.
 
-        `window` (at most the model's) cuts inputs shorter than the model would.
+        `window` (at most the model's) cuts inputs shorter than the model would; a cut from the left keeps
+        the first `keep` ids (a prompt's) and takes the rest from the end.
         """
         window = min(window or self.info.max_seq_length, self.info.max_seq_length)
         room = window - self.tokenizer.specials
         if len(ids) > room:
             if not truncate:
                 raise _too_long(index, len(ids) + self.tokenizer.specials, window)
-            ids = ids[-room:] if left else ids[:room]
+            keep = min(keep, room)
+            ids = ids[:keep] + ids[len(ids) - (room - keep) :] if left else ids[:room]
         return self.tokenizer.wrap(ids)
 
     def check_vocabulary(self, inputs: list[list[int]], *, param: str) -> None:
@@ -239,6 +253,17 @@ class Engine:
         """Run the shapes a first request will hit, so lazy initialisation is not paid by a client."""
         for texts in (["warm up"], ["warm up the engine with a longer sentence"] * 8):
             self.check_output(self.embed(self.tokenize(texts, truncate=True)), len(texts))
+
+
+def _common_prefix(ids: list[int], head: list[int]) -> int:
+    """How many of `head`'s ids begin `ids`: all of a prompt's where its last token does not merge with
+    the text's first (a BPE tokenizer may tokenize the two together differently)."""
+    count = 0
+    for first, second in zip(ids, head, strict=False):
+        if first != second:
+            break
+        count += 1
+    return count
 
 
 def _trim_malloc() -> None:

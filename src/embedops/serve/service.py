@@ -94,7 +94,7 @@ class EmbeddingService:
         if len(texts) == len(inputs):
             self.check_lengths(texts)
             ids = await self.batcher.tokenize(
-                self.with_prompt(texts, options.prompt_name), truncate=truncate, left=options.left
+                texts, truncate=truncate, left=options.left, prompt=self.prompt(options.prompt_name)
             )
         else:
             if options.prompt_name is not None:
@@ -148,11 +148,8 @@ class EmbeddingService:
         """Each text's tokens with their spans (TEI's /tokenize), under the same input limits as /embed."""
         self.check_count(len(texts))
         self.check_lengths(texts)
-        tokenizer = self.engine.tokenizer
-        return [
-            tokenizer.tokens(text, add_special_tokens=add_special_tokens)
-            for text in self.with_prompt(texts, prompt_name)
-        ]
+        tokenizer, prompt = self.engine.tokenizer, self.prompt(prompt_name)
+        return [tokenizer.tokens(prompt + text, add_special_tokens=add_special_tokens) for text in texts]
 
     def decode(self, batch: list[list[int]], *, skip_special_tokens: bool) -> list[str]:
         """Texts of token-id lists (TEI's /decode)."""
@@ -183,16 +180,17 @@ class EmbeddingService:
         if dimensions is not None and dimensions > self.info.dim:
             raise RequestError(f"dimensions must be between 1 and {self.info.dim}", param="dimensions")
 
-    def with_prompt(self, texts: list[str], prompt_name: str | None) -> list[str]:
+    def prompt(self, prompt_name: str | None) -> str:
+        """The text of the model's prompt `prompt_name` ("" for none)."""
         if prompt_name is None:
-            return texts
+            return ""
         prompts = self.engine.prompts
         if prompt_name not in prompts:
             raise RequestError(
                 f"prompt_name {prompt_name!r} is not one of the model's prompts {sorted(prompts)}",
                 param="prompt_name",
             )
-        return [prompts[prompt_name] + text for text in texts]
+        return prompts[prompt_name]
 
 
 async def _unless_disconnected(work: asyncio.Future[np.ndarray], disconnected: Disconnected) -> np.ndarray:
