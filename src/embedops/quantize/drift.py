@@ -89,8 +89,9 @@ def measure_drift(
 
     def vectors(model: SentenceTransformer, label: str) -> np.ndarray:
         # prompt="": both sides embed the texts as the server does, whatever default prompt the model sets.
-        options = {"normalize_embeddings": True, "prompt": ""}
-        return encode(model, texts, label=label, batch_size=batch_size, leave=False, **options)
+        return encode(
+            model, texts, label=label, batch_size=batch_size, leave=False, normalize_embeddings=True, prompt=""
+        )
 
     before = vectors(reference, "quantize: drift, source").astype(np.float64)
     after = vectors(candidate, "quantize: drift, quantized").astype(np.float64)
