@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -317,8 +318,8 @@ def test_a_failed_batch_stops_the_lanes_and_reaches_the_caller(onnx_artifact: Pa
     calls = itertools.count()  # next() is atomic: the lanes call it from two threads
 
     class Failing(Engine):
-        def embed(self, batch: list[list[int]], *, alone: bool = False) -> np.ndarray:
-            vectors = super().embed(batch, alone=alone)
+        def embed(self, batch: list[list[int]], **options: Any) -> np.ndarray:
+            vectors = super().embed(batch, **options)
             return vectors[:, :3] if next(calls) == 3 else vectors  # the third batch comes back too narrow
 
     engine = Failing(resolve(onnx_artifact), device="cpu", lanes=batch_job_lanes(2))  # loading was call 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -65,8 +66,8 @@ def test_a_failing_delivery_answers_with_json_500_and_the_server_carries_on(tiny
     class NarrowOnce(Engine):
         failures = 1
 
-        def embed(self, batch: list[list[int]], *, alone: bool = False) -> np.ndarray:
-            output = super().embed(batch, alone=alone)
+        def embed(self, batch: list[list[int]], **options: Any) -> np.ndarray:
+            output = super().embed(batch, **options)
             if NarrowOnce.failures and len(batch) == 3:
                 NarrowOnce.failures -= 1
                 return output[:, :5]
@@ -108,8 +109,8 @@ def test_a_model_without_finite_vectors_never_turns_ready(tiny_model_dir: Path) 
     from embedops.serve.settings import ServeSettings
 
     class NotANumber(Engine):
-        def embed(self, batch: list[list[int]], *, alone: bool = False) -> np.ndarray:
-            return np.full_like(super().embed(batch, alone=alone), np.nan)
+        def embed(self, batch: list[list[int]], **options: Any) -> np.ndarray:
+            return np.full_like(super().embed(batch, **options), np.nan)
 
     servers = run_server(ServeSettings(), NotANumber(resolve(tiny_model_dir), device="cpu"))
     url = next(servers)

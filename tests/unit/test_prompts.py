@@ -116,3 +116,61 @@ def test_a_cut_from_the_left_keeps_the_named_prompt(prompted_model: Path) -> Non
             response = client.post("/embed", json=body)
     assert response.status_code == 200, response.text
     np.testing.assert_allclose(response.json()["embeddings"][0], expected, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def prompt_excluding_models(prompted_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The prompted model with a Pooling that leaves the prompt out (include_prompt=False, as INSTRUCTOR
+    models set it), as a torch model and as its int8 ONNX artifact."""
+    from embedops.quantize.config import QuantizeConfig
+    from embedops.quantize.pipeline import quantize
+
+    torch_model = tmp_path_factory.mktemp("excluding") / "excluding-model"
+    shutil.copytree(prompted_model, torch_model)
+    pooling = torch_model / json.loads((torch_model / "modules.json").read_text())[1]["path"] / "config.json"
+    pooling.write_text(json.dumps(json.loads(pooling.read_text()) | {"include_prompt": False}))
+    artifact = tmp_path_factory.mktemp("excluding-onnx") / "excluding-int8"
+    quantize(QuantizeConfig(model_path=str(torch_model), output=str(artifact), dtype="int8", check_samples=8))
+    return {"torch": torch_model, "onnx": artifact}
+
+
+@pytest.mark.parametrize("kind", ["torch", "onnx"])
+def test_a_pooling_that_leaves_the_prompt_out_pools_the_text_alone(
+    kind: str, prompt_excluding_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """Served, embedded and batched next to unprompted rows, a named prompt conditions the text's tokens
+    but is not averaged in, as sentence-transformers' encode does for such a model."""
+    from embedops.embed.job import EmbedConfig, run_embed
+    from embedops.embed.manifest import read_embed_manifest
+    from embedops.embed.shards import read_vectors
+
+    path = prompt_excluding_models[kind]
+    model = load(resolve(path), device="cpu")
+    named = model.encode(TEXTS, prompt_name="passage")
+    plain = model.encode(TEXTS, prompt="")
+    model[1].include_prompt = True
+    prompt_pooled = model.encode(TEXTS, prompt_name="passage")
+    assert not np.allclose(named, prompt_pooled, atol=1e-3), "leaving the prompt out changes the vectors"
+
+    engine = Engine(resolve(path), device="cpu")
+    assert not engine.pools_prompt
+    assert engine.info.forward == ("onnxruntime+numpy" if kind == "onnx" else "sentence-transformers")
+    prompted = engine.tokenize(TEXTS, truncate=True, prompt="passage: ")
+    unprompted = engine.tokenize(TEXTS, truncate=True)
+    skip = engine.prompt_tokens("passage: ")
+    assert skip == len(engine.tokenizer.prefix) + len(engine.tokenizer.content_ids(["passage: "])[0])
+    mixed = engine.embed([prompted[0], unprompted[1], prompted[1]], prompt_tokens=[skip, 0, skip])
+    np.testing.assert_allclose(mixed, [named[0], plain[1], named[1]], atol=1e-5)
+
+    for url in run_server(ServeSettings(model=str(path), **LIMITS), engine):
+        with httpx.Client(base_url=url, timeout=30) as client:
+            served = client.post("/embed", json={"inputs": TEXTS, "prompt_name": "passage"}).json()["embeddings"]
+    np.testing.assert_allclose(served, named, atol=1e-5)
+
+    corpus = tmp_path / "corpus.tsv"
+    corpus.write_text("id\ttext\n" + "".join(f"d{index}\t{text}\n" for index, text in enumerate(TEXTS)))
+    run_embed(EmbedConfig(input=str(corpus), output=str(tmp_path / "out"), model=str(path), prompt_name="passage"))
+    manifest = read_embed_manifest(tmp_path / "out")
+    assert manifest is not None
+    _, stored = read_vectors([tmp_path / "out" / entry["file"] for entry in manifest.shards])
+    np.testing.assert_allclose(stored, named, atol=1e-5)

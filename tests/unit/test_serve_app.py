@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -282,12 +283,12 @@ class GatedEngine(Engine):
         self.fail_next = False
         super().__init__(resolve(path), device="cpu")
 
-    def embed(self, batch: list[list[int]], *, alone: bool = False) -> np.ndarray:
+    def embed(self, batch: list[list[int]], **options: Any) -> np.ndarray:
         assert self.gate.wait(timeout=30)
         if self.fail_next:
             self.fail_next = False
             raise RuntimeError("out of memory")
-        return super().embed(batch, alone=alone)
+        return super().embed(batch, **options)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -103,10 +104,10 @@ class _Rendezvous(Engine):
         super().__init__(resolve(path), device="cpu")
         self.together = threading.Barrier(parties)
 
-    def embed(self, batch: list[list[int]], *, alone: bool = False) -> np.ndarray:
+    def embed(self, batch: list[list[int]], **options: Any) -> np.ndarray:
         if self.together is not None:
             self.together.wait(timeout=10)  # broken (an engine error) unless every thread got a batch
-        return super().embed(batch, alone=alone)
+        return super().embed(batch, **options)
 
 
 def test_every_engine_thread_takes_a_share_of_one_large_request(tiny_model_dir: Path) -> None:
@@ -129,9 +130,9 @@ def test_a_batch_runs_alone_only_when_nothing_else_runs_or_waits(onnx_artifact: 
     seen: list[bool] = []
 
     class Recording(Engine):
-        def embed(self, batch: list[list[int]], *, alone: bool = False) -> np.ndarray:
-            seen.append(alone)
-            return super().embed(batch, alone=alone)
+        def embed(self, batch: list[list[int]], **options: Any) -> np.ndarray:
+            seen.append(options.get("alone", False))
+            return super().embed(batch, **options)
 
     engine = Recording(resolve(onnx_artifact), lanes=CpuLanes(lanes=2, threads=1, cores=2))
     seen.clear()  # loading ran a batch to learn the width

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -140,10 +141,10 @@ def test_a_small_request_runs_beside_a_batch_that_holds_the_engine(engine: Engin
     release = threading.Event()
 
     class Held(Engine):
-        def embed(self, batch: list[list[int]], *, alone: bool = False) -> np.ndarray:
+        def embed(self, batch: list[list[int]], **options: Any) -> np.ndarray:
             if len(batch) > 1:  # the large request's batch holds its thread until released
                 release.wait(30)
-            return super().embed(batch, alone=alone)
+            return super().embed(batch, **options)
 
     held = Held(engine.ref, device="cpu")
 
@@ -202,11 +203,11 @@ def test_memory_is_given_back_when_the_last_lane_ends_not_the_first(onnx_artifac
     releases: list[bool] = []  # whether the held batch had ended when memory was released
 
     class Lanes(Engine):
-        def embed(self, batch: list[list[int]], *, alone: bool = False) -> np.ndarray:
+        def embed(self, batch: list[list[int]], **options: Any) -> np.ndarray:
             if batch[0][1] == 2999:  # the first request's batch runs until released
                 second_started.set()
                 second_may_end.wait(30)
-            return super().embed(batch, alone=alone)
+            return super().embed(batch, **options)
 
         def release_memory(self) -> None:
             releases.append(second_may_end.is_set())

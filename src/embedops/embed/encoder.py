@@ -62,6 +62,7 @@ class PassageEncoder:
         self.engine = engine
         self.options = options
         self.prompt = engine.prompts[options.prompt_name] if options.prompt_name else ""
+        self.prompt_tokens = engine.prompt_tokens(self.prompt)
         self.window = options.max_seq_length or info.max_seq_length
         self.truncated = 0
 
@@ -84,7 +85,7 @@ class PassageEncoder:
         vectors = np.empty((len(ids), engine.info.dim), dtype=np.float32)
 
         def embed(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return rows, engine.embed([ids[i] for i in rows])
+            return rows, engine.embed([ids[i] for i in rows], prompt_tokens=self.prompt_tokens)
 
         def collect(results: Iterator[tuple[np.ndarray, np.ndarray]]) -> None:
             for rows, batch in results:

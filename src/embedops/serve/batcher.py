@@ -67,6 +67,7 @@ class _Job:
     future: asyncio.Future[np.ndarray]
     rows: np.ndarray
     remaining: int
+    prompt_tokens: int = 0  # leading positions of each input left out of pooling (Engine.prompt_tokens)
     enqueued: float = field(default_factory=time.perf_counter)
     started: float | None = None
     finished: float | None = None
@@ -145,14 +146,15 @@ class Batcher:
             return self.engine.tokenize(texts, truncate=truncate, left=left, prompt=prompt)
         return await asyncio.to_thread(self.engine.tokenize, texts, truncate=truncate, left=left, prompt=prompt)
 
-    def embed(self, inputs: list[list[int]]) -> asyncio.Future[np.ndarray]:
+    def embed(self, inputs: list[list[int]], prompt_tokens: int = 0) -> asyncio.Future[np.ndarray]:
         """Queue token-id inputs; the future gives one float32 row per input. Cancel it to drop the work."""
-        return self.submit(inputs).future
+        return self.submit(inputs, prompt_tokens).future
 
-    def submit(self, inputs: list[list[int]]) -> _Job:
+    def submit(self, inputs: list[list[int]], prompt_tokens: int = 0) -> _Job:
         """`embed`, returning the job, whose times say how long it queued and ran once its future is done."""
         loop = asyncio.get_running_loop()
-        job = _Job(loop.create_future(), np.empty((len(inputs), self.engine.info.dim), np.float32), len(inputs))
+        rows = np.empty((len(inputs), self.engine.info.dim), np.float32)
+        job = _Job(loop.create_future(), rows, len(inputs), prompt_tokens)
         items = []
         tokens = 0
         for index, ids in enumerate(inputs):
@@ -267,7 +269,7 @@ class Batcher:
                 self._grown = True
         outcome: np.ndarray | RequestError
         try:
-            outcome = self.engine.embed(ids, alone=alone)
+            outcome = self.engine.embed(ids, alone=alone, prompt_tokens=[item.job.prompt_tokens for item in batch])
             self.engine.check_output(outcome, len(ids))
         except Exception as exc:  # an engine failure fails its requests, never the thread
             logger.exception("engine failed on a batch of %d inputs", len(ids))

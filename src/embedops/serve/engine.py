@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -25,7 +25,15 @@ from embedops.serve.tokenizer import ServingTokenizer
 
 logger = logging.getLogger(__name__)
 _TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}  # names in torch
-Forward = Callable[[np.ndarray, np.ndarray], np.ndarray]  # padded ids, attention mask → embeddings
+
+
+class Forward(Protocol):
+    """Padded ids and their attention mask → embeddings; `pooled` marks the positions pooled where
+    they are not all the attended ones (a prompt left out of pooling)."""
+
+    def __call__(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, *, pooled: np.ndarray | None = None
+    ) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -85,7 +93,9 @@ class Engine:
         # The layout of the ONNX Runtime sessions opened here (None: not opened for lanes).
         self.lanes = lanes if lean is not None else None
         if lean is not None:
-            self._forward, self.tokenizer, self.prompts, default_prompt, max_seq_length, normalizes = lean
+            forward, self.tokenizer, self.prompts, default_prompt, max_seq_length, normalizes = lean
+            self._forward = forward
+            self.pools_prompt = forward.pools_prompt
             device_name = "cpu"
         else:
             self.model = load(ref, device=device)
@@ -102,6 +112,7 @@ class Engine:
             default_prompt = self.model.default_prompt_name
             max_seq_length = self.model.max_seq_length
             normalizes = any(type(module).__name__ == "Normalize" for module in self.model)
+            self.pools_prompt = all(getattr(module, "include_prompt", True) for module in self.model)
             device_name = str(self.model.device)
         if default_prompt:
             logger.warning(
@@ -154,6 +165,15 @@ class Engine:
             raise ArtifactError(f"the model returned shape {output.shape} for {inputs} input(s), expected {expected}")
         if not np.isfinite(output).all():
             raise ArtifactError("the model returned non-finite values (NaN or infinity)")
+
+    def prompt_tokens(self, prompt: str) -> int:
+        """How many leading positions of an input that begins with `prompt` pooling leaves out: the
+        prompt's tokens and the special tokens before them where the model's Pooling excludes prompts
+        (sentence-transformers' include_prompt=False, as INSTRUCTOR models set it), else none. Counted
+        as sentence-transformers counts them: the prompt tokenized on its own."""
+        if self.pools_prompt or not prompt:
+            return 0
+        return len(self.tokenizer.prefix) + len(self.tokenizer.content_ids([prompt])[0])
 
     def tokenize(self, texts: list[str], *, truncate: bool, left: bool = False, prompt: str = "") -> list[list[int]]:
         """Token ids of `prompt` + each text with special tokens, cut to the model's window (or refused with
@@ -214,9 +234,15 @@ class Engine:
             prepared.append(ids)
         return prepared
 
-    def embed(self, batch: list[list[int]], *, alone: bool = False) -> np.ndarray:
+    def embed(
+        self, batch: list[list[int]], *, alone: bool = False, prompt_tokens: int | Sequence[int] = 0
+    ) -> np.ndarray:
         """Embeddings (float32, one row per input) of a batch of token-id lists, padded to its longest.
-        `alone`: no other batch runs or waits, so an ONNX forward may spread it over every core."""
+
+        `alone`: no other batch runs or waits, so an ONNX forward may spread it over every core.
+        `prompt_tokens`: leading positions of each input (or of every input) left out of pooling
+        (`prompt_tokens(prompt)`); rows of different requests in one batch may differ.
+        """
         # Padded by hand: `tokenizer.pad` re-walks Python dicts per row and warns on fast tokenizers.
         width = max(len(ids) for ids in batch)
         input_ids = np.full((len(batch), width), self.tokenizer.pad_id, dtype=np.int64)
@@ -225,9 +251,10 @@ class Engine:
             span = slice(width - len(ids), width) if self.tokenizer.pad_left else slice(0, len(ids))
             input_ids[row, span] = ids
             attention[row, span] = 1
+        pooled = _without_prompts(attention, [len(ids) for ids in batch], prompt_tokens, self.tokenizer.pad_left)
         if alone and isinstance(self._forward, OnnxForward):
-            return self._forward(input_ids, attention, alone=True)
-        return self._forward(input_ids, attention)
+            return self._forward(input_ids, attention, pooled=pooled, alone=True)
+        return self._forward(input_ids, attention, pooled=pooled)
 
     def release_memory(self) -> None:
         """Give memory held for large batches back to the system (an idle server's RSS returns to its
@@ -253,6 +280,22 @@ class Engine:
         """Run the shapes a first request will hit, so lazy initialisation is not paid by a client."""
         for texts in (["warm up"], ["warm up the engine with a longer sentence"] * 8):
             self.check_output(self.embed(self.tokenize(texts, truncate=True)), len(texts))
+
+
+def _without_prompts(
+    attention: np.ndarray, lengths: list[int], prompt_tokens: int | Sequence[int], pad_left: bool
+) -> np.ndarray | None:
+    """The attention mask with each row's first `prompt_tokens` positions cleared (None where there are
+    none), counted from the row's first token whichever side it was padded on."""
+    skips = [prompt_tokens] * len(lengths) if isinstance(prompt_tokens, int) else list(prompt_tokens)
+    if not any(skips):
+        return None
+    pooled = attention.copy()
+    width = attention.shape[1]
+    for row, (length, skip) in enumerate(zip(lengths, skips, strict=True)):
+        start = width - length if pad_left else 0
+        pooled[row, start : start + skip] = 0
+    return pooled
 
 
 def _common_prefix(ids: list[int], head: list[int]) -> int:
@@ -290,15 +333,25 @@ class _TorchForward:
         self.model = model
         self.token_types = "token_type_ids" in model.tokenizer.model_input_names
 
-    def __call__(self, input_ids: np.ndarray, attention: np.ndarray) -> np.ndarray:
+    def __call__(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, *, pooled: np.ndarray | None = None
+    ) -> np.ndarray:
         import torch
 
-        features = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention)}
+        features = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)}
         if self.token_types:
             features["token_type_ids"] = torch.zeros_like(features["input_ids"])
         features = {k: v.to(self.model.device) for k, v in features.items()}
         with torch.inference_mode():
-            output = self.model.forward(features)["sentence_embedding"]
+            if pooled is None:
+                output = self.model.forward(features)["sentence_embedding"]
+            else:  # the modules after the transformer see only the pooled positions (a mask per row,
+                # where sentence-transformers' prompt_length is one count for a whole batch)
+                features = self.model[0](features)
+                features["attention_mask"] = torch.from_numpy(pooled).to(self.model.device)
+                for module in list(self.model)[1:]:
+                    features = module(features)
+                output = features["sentence_embedding"]
         return output.float().cpu().numpy()
 
 

@@ -72,9 +72,7 @@ _POOLS: tuple[tuple[str, Pool], ...] = (
 
 
 def _pools(flags: dict[str, Any]) -> list[Pool]:
-    """The pooling functions a Pooling module's flags ask for; none when prompts are excluded from them."""
-    if not flags.get("include_prompt", True):
-        return []
+    """The pooling functions a Pooling module's flags ask for."""
     return [pool for flag, pool in _POOLS if flags.get(flag, False)]
 
 
@@ -104,7 +102,9 @@ class OnnxForward:
     through the server on two threads against 7.2 ms on one (2-core Xeon, all-MiniLM-L6-v2 int8).
     """
 
-    def __init__(self, sessions: list[Any], pools: list[Pool], normalize: bool, wide: Any = None) -> None:
+    def __init__(
+        self, sessions: list[Any], pools: list[Pool], normalize: bool, wide: Any = None, pools_prompt: bool = True
+    ) -> None:
         self.session = sessions[0]
         self.sessions = sessions
         self.wide = wide
@@ -114,6 +114,7 @@ class OnnxForward:
         self.input_names = [node.name for node in self.session.get_inputs()]
         self.pools = pools
         self.normalize = normalize
+        self.pools_prompt = pools_prompt  # the Pooling module's include_prompt
 
     @classmethod
     def from_model(cls, model: Any) -> OnnxForward | None:
@@ -123,8 +124,11 @@ class OnnxForward:
         kinds = [type(module).__name__ for module in modules[1:]]
         if session is None or kinds not in (["Pooling"], ["Pooling", "Normalize"]):
             return None
-        pools = _pools(modules[1].get_config_dict())
-        return cls([session], pools, normalize=len(kinds) == 2) if pools else None
+        flags = modules[1].get_config_dict()
+        pools = _pools(flags)
+        if not pools:
+            return None
+        return cls([session], pools, normalize=len(kinds) == 2, pools_prompt=flags.get("include_prompt", True))
 
     @classmethod
     def from_directory(
@@ -142,16 +146,26 @@ class OnnxForward:
         kinds = [str(entry.get("type", "")).rpartition(".")[2] for entry in entries]
         if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
             return None
-        pools = _pools(read_json(directory / entries[1]["path"] / "config.json"))
+        flags = read_json(directory / entries[1]["path"] / "config.json")
+        pools = _pools(flags)
         if not pools:
             return None
         sessions = [cpu_session(directory / onnx_file, threads=threads) for _ in range(max(1, copies))]
         wide = cpu_session(directory / onnx_file, threads=wide_threads) if wide_threads else None
-        return cls(sessions, pools, normalize=len(kinds) == 3, wide=wide)
+        return cls(
+            sessions, pools, normalize=len(kinds) == 3, wide=wide, pools_prompt=flags.get("include_prompt", True)
+        )
 
     def __call__(
-        self, input_ids: np.ndarray, attention_mask: np.ndarray, *, release_memory: bool = False, alone: bool = False
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        *,
+        pooled: np.ndarray | None = None,
+        release_memory: bool = False,
+        alone: bool = False,
     ) -> np.ndarray:
+        """Embeddings of a padded batch; `pooled` (default: the attention mask) marks the positions pooled."""
         given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": np.zeros_like(input_ids)}
         feed = {name: given[name] for name in self.input_names}
         if release_memory:  # every session's arena; the server calls this when no batch is running
@@ -162,7 +176,7 @@ class OnnxForward:
         else:
             tokens = self._run(feed)
         tokens = tokens.astype(np.float32, copy=False)
-        parts = [pool(tokens, attention_mask) for pool in self.pools]
+        parts = [pool(tokens, attention_mask if pooled is None else pooled) for pool in self.pools]
         vectors = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
         if self.normalize:
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), np.float32(1e-12))

@@ -91,17 +91,17 @@ class EmbeddingService:
         texts = [text for text in inputs if isinstance(text, str)]
         self.check_count(len(inputs))
         started = time.perf_counter()
+        prompt = ""
         if len(texts) == len(inputs):
             self.check_lengths(texts)
-            ids = await self.batcher.tokenize(
-                texts, truncate=truncate, left=options.left, prompt=self.prompt(options.prompt_name)
-            )
+            prompt = self.prompt(options.prompt_name)
+            ids = await self.batcher.tokenize(texts, truncate=truncate, left=options.left, prompt=prompt)
         else:
             if options.prompt_name is not None:
                 raise RequestError("prompt_name applies to texts, not to token ids", param="prompt_name")
             ids = self.engine.prepare_ids([list(map(int, row)) for row in inputs], truncate=truncate)
         tokenized = time.perf_counter()
-        job = self.batcher.submit(ids)
+        job = self.batcher.submit(ids, self.engine.prompt_tokens(prompt))
         vectors = await _unless_disconnected(job.future, disconnected)
         tokens = sum(map(len, ids))
         self.metrics.input_tokens.inc(tokens)
