@@ -6,7 +6,7 @@ import pytest
 
 from embedops.errors import ConfigError
 from embedops.quantize import QuantizeConfig
-from embedops.quantize.kernels import cpu_class, cpu_flags, detect_kernel, serving_warning
+from embedops.quantize.kernels import cpu_class, cpu_flags, detect_kernel, serving_warning, width_multiple
 
 
 def config(**overrides: object) -> QuantizeConfig:
@@ -106,10 +106,17 @@ def test_serving_warning_names_a_cpu_class_mismatch() -> None:
     rowwise = {"method": "onnx-rowwise-int8", "cpu": {"class": "avx512_vnni"}}
     assert serving_warning(rowwise, "x86_64", VNNI) is None
     moved = serving_warning(rowwise, "x86_64", AVX2)
-    assert moved is not None and "avx512_vnni CPU" in moved and "avx2 CPU" in moved and "slower" in moved
+    assert moved is not None and "class avx512_vnni," in moved and "class avx2" in moved and "slower" in moved
+    on_arm = serving_warning(rowwise, "aarch64", set())
+    assert on_arm is not None and "class arm64" in on_arm and "slower" not in on_arm  # ARM has its own dot products
     signed = {"method": "onnx-dynamic-int8", "kernel": "avx512_vnni", "cpu": {"class": "avx512_vnni"}}
     saturates = serving_warning(signed, "x86_64", AVX2)
     assert saturates is not None and "saturate" in saturates and "--target-cpu avx2" in saturates
     assert serving_warning({"method": "onnx-dynamic-int8", "kernel": "avx2"}, "x86_64", AVX2) is None  # unrecorded cpu
     assert serving_warning({"method": "onnx-weight-only-int4-embeddings-int8-matmuls"}, "x86_64", AVX2) is None
     assert serving_warning(None, "x86_64", AVX2) is None
+
+
+def test_only_arm_batches_are_padded_to_a_multiple_of_four_tokens() -> None:
+    assert width_multiple("aarch64") == width_multiple("arm64") == 4
+    assert width_multiple("x86_64") == 1

@@ -112,3 +112,16 @@ def test_a_batch_alone_runs_on_the_wide_session(onnx_artifact: Path) -> None:
     ids = engine.tokenize(["hello world"], truncate=True)
     np.testing.assert_allclose(engine.embed(ids, alone=True), engine.embed(ids), atol=1e-6)
     assert ran == ["wide", "lane"]
+
+
+def test_padding_a_batch_to_a_multiple_of_four_tokens_leaves_its_vectors(onnx_artifact: Path) -> None:
+    """On ARM the engine pads every batch to a multiple of 4 tokens (kernels.width_multiple); the extra
+    positions are masked, so the vectors are those of the batch padded only to its longest input."""
+    engine = Engine(resolve(onnx_artifact))
+    assert engine.pad_multiple == 1, "x86: no rounding"
+    batch = engine.tokenize(["a", "glaciers melt faster every decade", "sea levels rise"], truncate=True)
+    assert max(map(len, batch)) % 4 != 0
+    exact = engine.embed(batch)
+    engine.pad_multiple = 4
+    np.testing.assert_allclose(engine.embed(batch), exact, atol=1e-6)
+    np.testing.assert_allclose(engine.embed(batch[:1]), exact[:1], atol=1e-6)

@@ -78,6 +78,18 @@ def cpu_class(machine: str | None = None, flags: set[str] | None = None) -> str:
     return next((name for name, needed in _CLASSES if needed <= flags), "other")
 
 
+def width_multiple(machine: str | None = None) -> int:
+    """The multiple of tokens an ONNX Runtime batch on this CPU is padded to, for batch invariance.
+
+    ONNX Runtime's NEON Softmax sums a row's last (width mod 4) scores outside its 4-lane accumulators,
+    so on ARM a text's attention, and through the next int8 layer its vector, moved with how far its
+    batch was padded: lowest cosine 0.99956 between texts alone and in batches (emulated Neoverse-N1,
+    ORT 1.32), 1.0000000 with widths rounded up to a multiple of 4. x86 kernels were measured invariant
+    without rounding (AVX2, AVX-512, AMX); bench/RESULTS.md has the runs.
+    """
+    return 4 if _is_arm((machine or platform.machine()).lower()) else 1
+
+
 def detect_kernel(machine: str | None = None, flags: set[str] | None = None) -> Int8Kernel:
     """The dynamic graph's kernel configuration for the CPU this runs on."""
     found = cpu_class(machine, flags)
@@ -117,8 +129,9 @@ def serving_warning(
         )
     built = (quantization.get("cpu") or {}).get("class")
     if built and built != here:
-        slower = built in _VNNI_CLASSES and here not in _VNNI_CLASSES
-        return f"this int8 artifact was quantized and measured on a {built} CPU and is served on a {here} CPU" + (
-            "; without VNNI its int8 kernels run slower" if slower else ""
+        slower = built in _VNNI_CLASSES and here in ("avx512", "avx2", "other")  # x86 without VNNI
+        moved = (
+            f"this int8 artifact was quantized and measured on a CPU of class {built}, served on one of class {here}"
         )
+        return moved + ("; without VNNI its int8 kernels run slower" if slower else "")
     return None

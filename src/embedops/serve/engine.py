@@ -18,7 +18,7 @@ import numpy as np
 
 from embedops.errors import ArtifactError, ConfigError, RequestError
 from embedops.models import ModelRef, load, read_json
-from embedops.quantize.kernels import cpu_class, serving_warning
+from embedops.quantize.kernels import cpu_class, serving_warning, width_multiple
 from embedops.serve.lanes import CpuLanes
 from embedops.serve.onnx_forward import OnnxForward
 from embedops.serve.tokenizer import ServingTokenizer
@@ -121,6 +121,9 @@ class Engine:
                 ref.name,
                 default_prompt,
             )
+        # ONNX batches are padded to a multiple of this many tokens, so that on every CPU a text's vector
+        # is the same alone and in any batch (kernels.width_multiple).
+        self.pad_multiple = width_multiple() if isinstance(self._forward, OnnxForward) else 1
         self.info = EngineInfo(
             model=ref.name,
             dim=self._measured_width(),
@@ -244,7 +247,7 @@ class Engine:
         (`prompt_tokens(prompt)`); rows of different requests in one batch may differ.
         """
         # Padded by hand: `tokenizer.pad` re-walks Python dicts per row and warns on fast tokenizers.
-        width = max(len(ids) for ids in batch)
+        width = -(-max(len(ids) for ids in batch) // self.pad_multiple) * self.pad_multiple
         input_ids = np.full((len(batch), width), self.tokenizer.pad_id, dtype=np.int64)
         attention = np.zeros((len(batch), width), dtype=np.int64)
         for row, ids in enumerate(batch):
