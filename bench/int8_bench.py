@@ -53,9 +53,9 @@ def invariance_texts(count: int) -> list[str]:
     return random.Random(0).sample(texts, count)
 
 
-def cosines_in_batches(embed, texts: list[str], rounds: int) -> tuple[float, float]:
-    """Mean and lowest cosine between each text alone and the same text in shuffled batches of each size."""
-    alone = np.concatenate([embed([text]) for text in texts])
+def batched_cosines(embed, texts: list[str], alone: np.ndarray, rounds: int) -> np.ndarray:
+    """Cosine between each text's vector `alone` and its vector inside `rounds` shuffles of the texts into
+    batches of each size (texts x sizes x rounds values)."""
     rng = random.Random(1)
     found: list[np.ndarray] = []
     for size in SIZES:
@@ -65,7 +65,12 @@ def cosines_in_batches(embed, texts: list[str], rounds: int) -> tuple[float, flo
             for start in range(0, len(order), size):
                 chosen = order[start : start + size]
                 found.append((embed([texts[i] for i in chosen]) * alone[chosen]).sum(axis=1))
-    cosines = np.concatenate(found)
+    return np.concatenate(found)
+
+
+def cosines_in_batches(embed, texts: list[str], rounds: int) -> tuple[float, float]:
+    """Mean and lowest cosine between each text alone and the same text in shuffled batches of each size."""
+    cosines = batched_cosines(embed, texts, np.concatenate([embed([text]) for text in texts]), rounds)
     return float(cosines.mean()), float(cosines.min())
 
 

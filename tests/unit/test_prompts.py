@@ -32,6 +32,20 @@ def prompted_model(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
     return target
 
 
+def embedded_with_passage_prompt(model: Path, tmp_path: Path) -> np.ndarray:
+    """TEXTS' vectors from `embedops embed --prompt-name passage`, as stored in its shards."""
+    from embedops.embed.job import EmbedConfig, run_embed
+    from embedops.embed.manifest import read_embed_manifest
+    from embedops.embed.shards import read_vectors
+
+    corpus = tmp_path / "corpus.tsv"
+    corpus.write_text("id\ttext\n" + "".join(f"d{index}\t{text}\n" for index, text in enumerate(TEXTS)))
+    run_embed(EmbedConfig(input=str(corpus), output=str(tmp_path / "out"), model=str(model), prompt_name="passage"))
+    manifest = read_embed_manifest(tmp_path / "out")
+    assert manifest is not None
+    return read_vectors([tmp_path / "out" / entry["file"] for entry in manifest.shards])[1]
+
+
 @pytest.fixture(scope="module")
 def prompted_artifact(prompted_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from embedops.quantize.config import QuantizeConfig
@@ -46,10 +60,6 @@ def prompted_artifact(prompted_model: Path, tmp_path_factory: pytest.TempPathFac
 def test_a_prompt_goes_before_texts_only_when_named(
     kind: str, prompted_model: Path, prompted_artifact: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from embedops.embed.job import EmbedConfig, run_embed
-    from embedops.embed.manifest import read_embed_manifest
-    from embedops.embed.shards import read_vectors
-
     path = prompted_model if kind == "torch" else prompted_artifact
     model = load(resolve(path), device="cpu")
     assert model.prompts["passage"] == "passage: ", "the ONNX artifact's prompts reach its SentenceTransformer too"
@@ -70,13 +80,7 @@ def test_a_prompt_goes_before_texts_only_when_named(
     np.testing.assert_allclose(served, as_sent, atol=1e-5)
     np.testing.assert_allclose(served_named["embeddings"], named, atol=1e-5)
 
-    corpus = tmp_path / "corpus.tsv"
-    corpus.write_text("id\ttext\n" + "".join(f"d{index}\t{text}\n" for index, text in enumerate(TEXTS)))
-    run_embed(EmbedConfig(input=str(corpus), output=str(tmp_path / "out"), model=str(path), prompt_name="passage"))
-    manifest = read_embed_manifest(tmp_path / "out")
-    assert manifest is not None
-    _, stored = read_vectors([tmp_path / "out" / entry["file"] for entry in manifest.shards])
-    np.testing.assert_allclose(stored, named, atol=1e-5)
+    np.testing.assert_allclose(embedded_with_passage_prompt(path, tmp_path), named, atol=1e-5)
 
     from embedops.evaluate.encoders import ModelEncoder
 
@@ -140,10 +144,6 @@ def test_a_pooling_that_leaves_the_prompt_out_pools_the_text_alone(
 ) -> None:
     """Served, embedded and batched next to unprompted rows, a named prompt conditions the text's tokens
     but is not averaged in, as sentence-transformers' encode does for such a model."""
-    from embedops.embed.job import EmbedConfig, run_embed
-    from embedops.embed.manifest import read_embed_manifest
-    from embedops.embed.shards import read_vectors
-
     path = prompt_excluding_models[kind]
     model = load(resolve(path), device="cpu")
     named = model.encode(TEXTS, prompt_name="passage")
@@ -167,10 +167,51 @@ def test_a_pooling_that_leaves_the_prompt_out_pools_the_text_alone(
             served = client.post("/embed", json={"inputs": TEXTS, "prompt_name": "passage"}).json()["embeddings"]
     np.testing.assert_allclose(served, named, atol=1e-5)
 
-    corpus = tmp_path / "corpus.tsv"
-    corpus.write_text("id\ttext\n" + "".join(f"d{index}\t{text}\n" for index, text in enumerate(TEXTS)))
-    run_embed(EmbedConfig(input=str(corpus), output=str(tmp_path / "out"), model=str(path), prompt_name="passage"))
-    manifest = read_embed_manifest(tmp_path / "out")
-    assert manifest is not None
-    _, stored = read_vectors([tmp_path / "out" / entry["file"] for entry in manifest.shards])
-    np.testing.assert_allclose(stored, named, atol=1e-5)
+    np.testing.assert_allclose(embedded_with_passage_prompt(path, tmp_path), named, atol=1e-5)
+
+
+def test_a_byte_level_prompt_ending_in_a_space_leaves_the_text_s_first_token_pooled(tmp_path: Path) -> None:
+    """sentence-transformers strips a prompt before counting its tokens: with a byte-level BPE tokenizer
+    "query: " alone ends in a lone space token that "query: text" does not have, so counting it would
+    leave the text's first token out of pooling."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Pooling, Transformer
+    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers.processors import RobertaProcessing
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        [f"query: {text}" for text in TEXTS] * 4, vocab_size=300, special_tokens=["<s>", "<pad>", "</s>"]
+    )
+    bpe.post_processor = RobertaProcessing(("</s>", bpe.token_to_id("</s>")), ("<s>", bpe.token_to_id("<s>")))
+    fast = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    hf_dir = tmp_path / "bpe-hf"
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=bpe.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=fast.pad_token_id,
+    )
+    BertModel(config).save_pretrained(hf_dir)
+    fast.save_pretrained(hf_dir)
+    pooling = Pooling(32, "mean", include_prompt=False)
+    model = SentenceTransformer(
+        modules=[Transformer(str(hf_dir), max_seq_length=32), pooling], device="cpu", prompts={"query": "query: "}
+    )
+    model.save(str(tmp_path / "bpe"))
+
+    engine = Engine(resolve(tmp_path / "bpe"), device="cpu")
+    alone = engine.tokenizer.content_ids(["query: "])[0]
+    joined = engine.tokenizer.content_ids(["query: " + TEXTS[0]])[0]
+    assert joined[: len(alone)] != alone, "the prompt's last token merges with the text's first"
+    assert engine.prompt_tokens("query: ") == model._get_prompt_length("query: ")
+    served = engine.embed(
+        engine.tokenize(TEXTS, truncate=True, prompt="query: "), prompt_tokens=engine.prompt_tokens("query: ")
+    )
+    np.testing.assert_allclose(served, model.encode(TEXTS, prompt_name="query"), atol=1e-5)

@@ -118,7 +118,7 @@ def test_padding_a_batch_to_a_multiple_of_four_tokens_leaves_its_vectors(onnx_ar
     """On ARM the engine pads every batch to a multiple of 4 tokens (kernels.width_multiple); the extra
     positions are masked, so the vectors are those of the batch padded only to its longest input."""
     engine = Engine(resolve(onnx_artifact))
-    assert engine.pad_multiple == 1, "x86: no rounding"
+    engine.pad_multiple = 1
     batch = engine.tokenize(["a", "glaciers melt faster every decade", "sea levels rise"], truncate=True)
     assert max(map(len, batch)) % 4 != 0
     exact = engine.embed(batch)

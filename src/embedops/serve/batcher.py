@@ -192,12 +192,12 @@ class Batcher:
         width = 0
         for item in live:
             chunk = chunks[-1]
-            wider = max(width, len(item.ids))
+            wider = max(width, self.engine.padded_width(len(item.ids)))
             if chunk and (
                 len(chunk) >= self.limits.batch_size or wider * (len(chunk) + 1) > self.limits.max_batch_tokens
             ):
                 chunks.append([item])
-                width = len(item.ids)
+                width = self.engine.padded_width(len(item.ids))
             else:
                 chunk.append(item)
                 width = wider
@@ -262,7 +262,7 @@ class Batcher:
     def _run(self, batch: list[_Item], now: float, alone: bool) -> None:
         ids = [item.ids for item in batch]
         self.metrics.batch_size.observe(len(batch))
-        padded = max(map(len, ids)) * len(ids)
+        padded = self.engine.padded_width(max(map(len, ids))) * len(ids)
         self.metrics.batch_tokens.observe(padded)
         if padded > RELEASE_AFTER_TOKENS:
             with self._queued:

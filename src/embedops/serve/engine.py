@@ -121,9 +121,12 @@ class Engine:
                 ref.name,
                 default_prompt,
             )
-        # ONNX batches are padded to a multiple of this many tokens, so that on every CPU a text's vector
-        # is the same alone and in any batch (kernels.width_multiple).
+        window = int(max_seq_length or manifest.max_seq_length or 512)
+        # ONNX batches are padded to a multiple of this many tokens (never past the window), so that on
+        # every CPU a text's vector is the same alone and in any batch (kernels.width_multiple).
         self.pad_multiple = width_multiple() if isinstance(self._forward, OnnxForward) else 1
+        self._window = window
+        self._prompt_tokens = {prompt: self._count_prompt_tokens(prompt) for prompt in self.prompts.values()}
         self.info = EngineInfo(
             model=ref.name,
             dim=self._measured_width(),
@@ -131,7 +134,7 @@ class Engine:
             backend=backend,
             dtype=resolved_dtype,
             quantization=manifest.quantization,
-            max_seq_length=int(max_seq_length or manifest.max_seq_length or 512),
+            max_seq_length=window,
             model_normalizes=normalizes,
             vocab_size=self.tokenizer.vocab_size,
             forward="onnxruntime+numpy" if isinstance(self._forward, OnnxForward) else "sentence-transformers",
@@ -172,11 +175,22 @@ class Engine:
     def prompt_tokens(self, prompt: str) -> int:
         """How many leading positions of an input that begins with `prompt` pooling leaves out: the
         prompt's tokens and the special tokens before them where the model's Pooling excludes prompts
-        (sentence-transformers' include_prompt=False, as INSTRUCTOR models set it), else none. Counted
-        as sentence-transformers counts them: the prompt tokenized on its own."""
+        (sentence-transformers' include_prompt=False, as INSTRUCTOR models set it), else none."""
+        found = self._prompt_tokens.get(prompt)
+        return self._count_prompt_tokens(prompt) if found is None else found
+
+    def _count_prompt_tokens(self, prompt: str) -> int:
+        """As sentence-transformers counts them: the prompt stripped (as it strips every text) and
+        tokenized on its own with special tokens, less the closing special token."""
         if self.pools_prompt or not prompt:
             return 0
-        return len(self.tokenizer.prefix) + len(self.tokenizer.content_ids([prompt])[0])
+        wrapped = self.tokenizer.wrap(self.tokenizer.content_ids([prompt.strip()])[0])
+        return len(wrapped) - (1 if self.tokenizer.suffix else 0)
+
+    def padded_width(self, longest: int) -> int:
+        """The width a batch whose longest input has `longest` tokens is padded to."""
+        rounded = -(-longest // self.pad_multiple) * self.pad_multiple
+        return min(rounded, max(longest, self._window))
 
     def tokenize(self, texts: list[str], *, truncate: bool, left: bool = False, prompt: str = "") -> list[list[int]]:
         """Token ids of `prompt` + each text with special tokens, cut to the model's window (or refused with
@@ -240,14 +254,14 @@ class Engine:
     def embed(
         self, batch: list[list[int]], *, alone: bool = False, prompt_tokens: int | Sequence[int] = 0
     ) -> np.ndarray:
-        """Embeddings (float32, one row per input) of a batch of token-id lists, padded to its longest.
+        """Embeddings (float32, one row per input) of a batch of token-id lists, padded to `padded_width`.
 
         `alone`: no other batch runs or waits, so an ONNX forward may spread it over every core.
         `prompt_tokens`: leading positions of each input (or of every input) left out of pooling
         (`prompt_tokens(prompt)`); rows of different requests in one batch may differ.
         """
         # Padded by hand: `tokenizer.pad` re-walks Python dicts per row and warns on fast tokenizers.
-        width = -(-max(len(ids) for ids in batch) // self.pad_multiple) * self.pad_multiple
+        width = self.padded_width(max(len(ids) for ids in batch))
         input_ids = np.full((len(batch), width), self.tokenizer.pad_id, dtype=np.int64)
         attention = np.zeros((len(batch), width), dtype=np.int64)
         for row, ids in enumerate(batch):
