@@ -127,7 +127,7 @@ def worker(artifact: str, texts_file: str, out: str, rounds: int, unpadded: bool
         return engine.finish(engine.embed(engine.tokenize(batch, truncate=True)), normalize=True, dimensions=None)
 
     alone = np.concatenate([embed([text]) for text in chosen])
-    lowest = float(batched_cosines(embed, chosen, alone, rounds).min())
+    lowest = float(batched_cosines(embed, chosen, alone, rounds).min()) if rounds else None
     np.save(out, alone)
     warning = serving_warning(engine.ref.manifest.quantization)
     Path(out).with_suffix(".json").write_text(
@@ -259,7 +259,8 @@ def main() -> None:
         vectors, here = np.load(out), native(artifact, chosen)
         drift, agree = (vectors * fp32).sum(axis=1), (vectors * here).sum(axis=1)
         print(
-            f"| {label} ({cpu}) | `--target-cpu {target}` | {result['cpu']} | {result['lowest']:.7f} | "
+            f"| {label} ({cpu}) | `--target-cpu {target}` | {result['cpu']} | "
+            f"{'–' if result['lowest'] is None else format(result['lowest'], '.7f')} | "
             f"{1 - drift.mean():.5f} / {drift.min():.4f} | {agree.mean():.7f} / {agree.min():.7f} | "
             f"{'saturation' if 'saturate' in (result['warning'] or '') else 'class' if result['warning'] else 'no'} | "
             f"{result['minutes']:.1f} |",
